@@ -1,0 +1,30 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from backfill import __version__
+from backfill.api import errors
+from backfill.api.limits import BodyLimit
+from backfill.api.routers import admin, catalog, leases, usage, webhooks
+from backfill.runtime import Runtime
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="Backfill",
+        version=__version__,
+        description="Lease a private fleet's idle GPUs: on-demand, spot with notice, reserved.",
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    for module in (catalog, leases, usage, webhooks, admin):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "engine": runtime.engine.name}
+
+    return app

@@ -1,0 +1,151 @@
+"""The operator's routes: the fleet, tenants and keys, the owner's work, the clock."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, status
+
+from backfill.api.auth import context, operator
+from backfill.api.routers.usage import usage_read
+from backfill.api.schemas import (
+    AdvanceRequest,
+    ClockRead,
+    Dashboard,
+    FleetRead,
+    InternalJobCreate,
+    InternalJobRead,
+    KeyCreated,
+    KeyRead,
+    TenantCreate,
+    TenantCreated,
+    TenantRead,
+    UsageRead,
+    pool_read,
+)
+from backfill.engines.base import WorkloadView
+from backfill.engines.sim import ManualClock
+from backfill.services import fleet as fleet_service
+from backfill.services import tenants as tenant_service
+from backfill.services import usage as usage_service
+from backfill.services.context import Context, to_datetime
+
+router = APIRouter(prefix="/v1/admin", tags=["operator"], dependencies=[Depends(operator)])
+
+
+@router.get("/fleet", response_model=FleetRead)
+def show_fleet(ctx: Context = Depends(context)) -> FleetRead:
+    fleet = ctx.engine.fleet()
+    _, views = fleet_service.pools(ctx)
+    return FleetRead(
+        name=fleet.name,
+        regions=list(fleet.regions),
+        accelerators=list(fleet.accelerators),
+        nodes=fleet.node_count,
+        gpus=fleet.gpus,
+        pools=[pool_read(v) for v in views],
+    )
+
+
+@router.get("/dashboard", response_model=Dashboard)
+def show_dashboard(ctx: Context = Depends(context)) -> Dashboard:
+    """What the terminal's live view shows: use per tier per pool, spot prices, revenue."""
+    data = fleet_service.dashboard(ctx)
+    data["pools"] = [pool_read(v) for v in data["pools"]]
+    return Dashboard(**data)
+
+
+@router.get("/usage", response_model=UsageRead)
+def all_usage(ctx: Context = Depends(context)) -> UsageRead:
+    return usage_read(usage_service.segments(ctx, tenant_id=None))
+
+
+@router.post("/tenants", response_model=TenantCreated, status_code=status.HTTP_201_CREATED)
+def create_tenant(body: TenantCreate, ctx: Context = Depends(context)) -> TenantCreated:
+    tenant, key = tenant_service.create(ctx, name=body.name)
+    return TenantCreated(
+        tenant=TenantRead(id=tenant.id, name=tenant.name, created_at=tenant.created_at),
+        api_key=key.secret,
+    )
+
+
+@router.get("/tenants", response_model=list[TenantRead])
+def list_tenants(ctx: Context = Depends(context)) -> list[TenantRead]:
+    return [
+        TenantRead(id=t.id, name=t.name, created_at=t.created_at)
+        for t in tenant_service.get_all(ctx)
+    ]
+
+
+@router.post(
+    "/tenants/{tenant_id}/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED
+)
+def create_key(tenant_id: str, ctx: Context = Depends(context)) -> KeyCreated:
+    key = tenant_service.create_key(ctx, tenant_id=tenant_id)
+    return KeyCreated(id=key.key_id, api_key=key.secret)
+
+
+@router.get("/tenants/{tenant_id}/keys", response_model=list[KeyRead])
+def list_keys(tenant_id: str, ctx: Context = Depends(context)) -> list[KeyRead]:
+    tenant_service.get(ctx, tenant_id=tenant_id)
+    return [
+        KeyRead(id=k.id, prefix=k.prefix, created_at=k.created_at, revoked_at=k.revoked_at)
+        for k in tenant_service.list_keys(ctx, tenant_id=tenant_id)
+    ]
+
+
+@router.delete("/tenants/{tenant_id}/keys/{key_id}", response_model=KeyRead)
+def revoke_key(tenant_id: str, key_id: str, ctx: Context = Depends(context)) -> KeyRead:
+    k = tenant_service.revoke_key(ctx, tenant_id=tenant_id, key_id=key_id)
+    return KeyRead(id=k.id, prefix=k.prefix, created_at=k.created_at, revoked_at=k.revoked_at)
+
+
+def _job(view: WorkloadView) -> InternalJobRead:
+    return InternalJobRead(
+        id=view.spec.id,
+        team=view.spec.owner,
+        pool=view.spec.pool,
+        gpus=view.spec.gpus,
+        state=view.state.value,
+        submitted_at=to_datetime(view.submitted_at),
+        started_at=to_datetime(view.started_at) if view.started_at is not None else None,
+        ended_at=to_datetime(view.ended_at) if view.ended_at is not None else None,
+        allocation={node: list(idx) for node, idx in view.allocation.items()},
+    )
+
+
+@router.post("/internal-jobs", response_model=InternalJobRead, status_code=status.HTTP_201_CREATED)
+def submit_internal_job(
+    body: InternalJobCreate, ctx: Context = Depends(context)
+) -> InternalJobRead:
+    """Run the owner's own work, as its teams would submit it to the engine; it may queue."""
+    view = fleet_service.submit_internal(
+        ctx,
+        gpus=body.gpus,
+        region=body.region,
+        accelerator=body.accelerator,
+        duration=body.duration,
+        team=body.team,
+    )
+    return _job(view)
+
+
+@router.get("/internal-jobs", response_model=list[InternalJobRead])
+def list_internal_jobs(ctx: Context = Depends(context)) -> list[InternalJobRead]:
+    return [_job(v) for v in fleet_service.internal_work(ctx)]
+
+
+@router.delete("/internal-jobs/{job_id}", response_model=InternalJobRead)
+def end_internal_job(job_id: str, ctx: Context = Depends(context)) -> InternalJobRead:
+    return _job(fleet_service.end_internal(ctx, job_id=job_id))
+
+
+@router.get("/clock", response_model=ClockRead)
+def show_clock(request: Request, ctx: Context = Depends(context)) -> ClockRead:
+    manual = isinstance(request.app.state.runtime.clock, ManualClock)
+    return ClockRead(now=ctx.engine_now(), manual=manual)
+
+
+@router.post("/clock/advance", response_model=ClockRead)
+def advance_clock(body: AdvanceRequest, request: Request) -> ClockRead:
+    """Move a manual clock forward (tests and what-ifs); a wall clock answers 409."""
+    now = request.app.state.runtime.advance(body.seconds)
+    return ClockRead(now=to_datetime(now), manual=True)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from backfill.api.auth import context, tenant_id
+from backfill.api.schemas import InstanceType, InstanceTypeList
+from backfill.services import fleet as fleet_service
+from backfill.services.context import Context
+
+router = APIRouter(tags=["catalog"])
+
+
+@router.get("/v1/instance-types", response_model=InstanceTypeList)
+def list_instance_types(
+    ctx: Context = Depends(context), _tenant: str = Depends(tenant_id)
+) -> InstanceTypeList:
+    """Every pool with its price per GPU-hour and the GPUs that can be had now, per tier."""
+    _now, views = fleet_service.pools(ctx)
+    return InstanceTypeList(
+        data=[
+            InstanceType(
+                id=v.key,
+                region=v.region,
+                accelerator=v.accelerator,
+                gpus_per_node=v.gpus_per_node,
+                nodes=v.nodes,
+                gpus=v.gpus,
+                notice_seconds=v.notice_seconds,
+                prices=v.prices,
+                available=v.available,
+            )
+            for v in views
+        ]
+    )

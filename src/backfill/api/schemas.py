@@ -1,0 +1,224 @@
+"""Request and response bodies. Money is a decimal string; times are RFC 3339 UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Price = Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=13, decimal_places=6)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LeaseCreate(Strict):
+    tier: Literal["on_demand", "spot", "reserved"]
+    gpus: int = Field(ge=1, le=65_536, description="GPUs; more than one node's must be whole nodes")
+    region: Name | None = None
+    accelerator: Name | None = None
+    max_price: Price | None = Field(None, description="spot: the most per GPU-hour you will pay")
+    start: AwareDatetime | None = Field(None, description="reserved: when the period starts")
+    end: AwareDatetime | None = Field(None, description="reserved: when the period ends")
+    command: str | None = Field(None, max_length=4096)
+    duration: int | None = Field(
+        None, ge=1, le=366 * 86_400, description="sim engine: seconds the command runs"
+    )
+
+
+class Notice(BaseModel):
+    notice_at: datetime
+    stop_at: datetime
+    reason: str | None
+
+
+class LeaseRead(BaseModel):
+    id: str
+    object: Literal["lease"] = "lease"
+    tenant_id: str
+    tier: str
+    pool: str
+    region: str
+    accelerator: str
+    gpus: int
+    state: str
+    command: str | None
+    duration: int | None
+    max_price: Decimal | None
+    start: datetime | None
+    end: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    notice: Notice | None
+    exit_code: int | None
+    allocation: dict[str, list[int]]
+
+
+class LeaseList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[LeaseRead]
+
+
+class InstanceType(BaseModel):
+    id: str
+    region: str
+    accelerator: str
+    gpus_per_node: int
+    nodes: int
+    gpus: int
+    notice_seconds: int
+    prices: dict[str, Decimal] = Field(description="per GPU-hour, per tier")
+    available: dict[str, int] = Field(description="GPUs that can be had now, per tier")
+
+
+class InstanceTypeList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[InstanceType]
+
+
+class UsageSegment(BaseModel):
+    lease_id: str
+    pool: str
+    tier: str
+    gpus: int
+    price_per_gpu_hour: Decimal
+    started_at: datetime
+    ended_at: datetime | None
+    seconds: int
+    cost: Decimal
+
+
+class UsageRead(BaseModel):
+    object: Literal["usage"] = "usage"
+    as_of: datetime
+    segments: list[UsageSegment]
+    gpu_seconds: int
+    cost: Decimal
+
+
+class WebhookSet(Strict):
+    url: str = Field(min_length=1, max_length=2048)
+
+
+class WebhookRead(BaseModel):
+    url: str | None
+    secret: str | None = Field(description="HMAC-SHA256 key of the Backfill-Signature header")
+
+
+class TenantCreate(Strict):
+    name: Name
+
+
+class TenantRead(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class KeyRead(BaseModel):
+    id: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(BaseModel):
+    id: str
+    api_key: str = Field(description="shown once: store it now")
+
+
+class TenantCreated(BaseModel):
+    tenant: TenantRead
+    api_key: str = Field(description="shown once: store it now")
+
+
+class InternalJobCreate(Strict):
+    gpus: int = Field(ge=1, le=65_536)
+    region: Name | None = None
+    accelerator: Name | None = None
+    duration: int | None = Field(None, ge=1, le=366 * 86_400)
+    team: Name = "owner"
+
+
+class InternalJobRead(BaseModel):
+    id: str
+    team: str
+    pool: str
+    gpus: int
+    state: str
+    submitted_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    allocation: dict[str, list[int]]
+
+
+class PoolRead(BaseModel):
+    id: str
+    region: str
+    accelerator: str
+    nodes: int
+    gpus_per_node: int
+    gpus: int
+    notice_seconds: int
+    sellable_floor: int
+    prices: dict[str, Decimal]
+    available: dict[str, int]
+    by_tier: dict[str, int]
+    idle: int
+    claimed: int
+    queued_gpus: int
+    revenue: Decimal
+
+
+class Dashboard(BaseModel):
+    engine: str
+    now: datetime
+    tenants: int
+    gpus: int
+    by_tier: dict[str, int]
+    idle: int
+    revenue: Decimal
+    pools: list[PoolRead]
+
+
+class FleetRead(BaseModel):
+    name: str
+    regions: list[str]
+    accelerators: list[str]
+    nodes: int
+    gpus: int
+    pools: list[PoolRead]
+
+
+class AdvanceRequest(Strict):
+    seconds: int = Field(ge=1, le=366 * 86_400)
+
+
+class ClockRead(BaseModel):
+    now: datetime
+    manual: bool
+
+
+def pool_read(view: Any) -> PoolRead:
+    return PoolRead(
+        id=view.key,
+        region=view.region,
+        accelerator=view.accelerator,
+        nodes=view.nodes,
+        gpus_per_node=view.gpus_per_node,
+        gpus=view.gpus,
+        notice_seconds=view.notice_seconds,
+        sellable_floor=view.sellable_floor,
+        prices=view.prices,
+        available=view.available,
+        by_tier=view.by_tier,
+        idle=view.idle,
+        claimed=view.claimed,
+        queued_gpus=view.queued_gpus,
+        revenue=view.revenue,
+    )

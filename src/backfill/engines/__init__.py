@@ -1,0 +1,23 @@
+"""Fleet engines: the muscle that runs workloads and enforces the tiers, behind one port."""
+
+from backfill.engines.base import (
+    EngineEvent,
+    EventKind,
+    FleetEngine,
+    Outcome,
+    PoolUsage,
+    WorkloadSpec,
+    WorkloadState,
+    WorkloadView,
+)
+
+__all__ = [
+    "EngineEvent",
+    "EventKind",
+    "FleetEngine",
+    "Outcome",
+    "PoolUsage",
+    "WorkloadSpec",
+    "WorkloadState",
+    "WorkloadView",
+]

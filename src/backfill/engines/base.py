@@ -1,0 +1,180 @@
+"""The FleetEngine port: the one interface between the control plane and a cluster.
+
+The control plane decides *who may have what at what price*; an engine runs workloads and
+enforces priority between tiers. Every engine (the built-in ``sim``, Slurm, Kubernetes) implements
+this class and passes the same contract tests.
+
+Time is seconds since the Unix epoch (UTC), as a float, on the engine's own clock: a real cluster's
+wall clock, or the sim engine's virtual one. The control plane never reads another clock for
+anything an engine did.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+from backfill.domain.fleet import Fleet
+from backfill.domain.tiers import Tier
+
+
+class WorkloadState(StrEnum):
+    QUEUED = "queued"
+    """Internal work waiting in the owner's queue for GPUs."""
+    PENDING = "pending"
+    """Placed, waiting to start: for its start time (reserved) or for noticed holders to stop."""
+    RUNNING = "running"
+    NOTICED = "noticed"
+    """Running, and told it will be stopped at ``stop_at``."""
+    ENDED = "ended"
+
+
+class Outcome(StrEnum):
+    STOPPED = "stopped"
+    """Stopped on request (by its owner or the control plane)."""
+    PREEMPTED = "preempted"
+    """Stopped by the engine at the end of its notice."""
+    COMPLETED = "completed"
+    """Its command ended with exit code 0 (or its period ended: reserved)."""
+    FAILED = "failed"
+    """Its command ended with a non-zero exit code, or the engine lost it."""
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    id: str
+    tier: Tier
+    pool: str
+    gpus: int
+    owner: str
+    """The tenant (leases) or the team (internal work) it belongs to."""
+    command: str | None = None
+    duration: float | None = None
+    """How long the command runs, in seconds: the sim engine's model of a command."""
+    start_at: float | None = None
+    """Reserved: when the period starts (None: now)."""
+    end_at: float | None = None
+    """Reserved: when the period ends, and the workload with it."""
+    queue: bool = False
+    """Wait in the owner's queue when it does not fit (internal work); else refuse at once."""
+
+
+@dataclass(frozen=True)
+class WorkloadView:
+    spec: WorkloadSpec
+    state: WorkloadState
+    submitted_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    allocation: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Node name → GPU indices on it (what ``CUDA_VISIBLE_DEVICES`` is set to there)."""
+    notice_at: float | None = None
+    stop_at: float | None = None
+    reason: str | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+
+
+class EventKind(StrEnum):
+    STARTED = "started"
+    NOTICED = "noticed"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    kind: EventKind
+    workload: str
+    tier: Tier
+    at: float
+    allocation: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    notice_at: float | None = None
+    stop_at: float | None = None
+    reason: str | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    pool: str
+    total: int
+    by_tier: Mapping[Tier, int]
+    """GPUs held now by running (and noticed) work of each tier."""
+    claimed: int = 0
+    """Idle GPUs promised to work that waits for noticed holders to stop."""
+    queued_gpus: int = 0
+    """GPUs asked for by the owner's queued work."""
+
+    @property
+    def busy(self) -> int:
+        return sum(self.by_tier.values())
+
+    @property
+    def idle(self) -> int:
+        return max(0, self.total - self.busy - self.claimed)
+
+
+class FleetEngine(ABC):
+    """What every engine does. Methods are safe to call from several threads."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def fleet(self) -> Fleet:
+        """The inventory: regions, pools, nodes and GPUs the engine manages."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """The engine's clock, in epoch seconds (UTC)."""
+
+    @abstractmethod
+    def submit(self, spec: WorkloadSpec) -> WorkloadView:
+        """Start ``spec`` now (or at ``start_at``), taking GPUs from lower tiers with notice.
+
+        Enforces the tier rule: work of a higher tier may take a preemptible (spot) holder's
+        GPUs; the holder is noticed at once and stopped at the end of the pool's notice period,
+        and the claimant waits (``pending``) until then. Nothing takes GPUs from internal,
+        reserved or on-demand work.
+
+        Raises ``ShapeNotPlaceable`` when the request can never fit the pool's nodes,
+        ``InsufficientCapacity`` when it cannot be had now and ``spec.queue`` is false,
+        ``NotFound`` for an unknown pool and ``Conflict`` for an id already submitted.
+        """
+
+    @abstractmethod
+    def stop(self, workload_id: str) -> None:
+        """Stop a workload at once and free its GPUs. Idempotent: stopping an ended one is a no-op.
+
+        Raises ``NotFound`` for an id the engine never saw.
+        """
+
+    @abstractmethod
+    def notice(self, workload_id: str, *, reason: str) -> None:
+        """Give a running spot workload its notice: it is stopped after the pool's notice period.
+
+        Idempotent: a workload already noticed keeps its first notice. Raises ``Conflict`` for a
+        workload that is not spot or not running, ``NotFound`` for an unknown id.
+        """
+
+    @abstractmethod
+    def poll(self) -> list[EngineEvent]:
+        """Every event since the last poll, in time order; each event is returned exactly once."""
+
+    @abstractmethod
+    def usage(self) -> list[PoolUsage]:
+        """GPUs per tier in every pool, now."""
+
+    @abstractmethod
+    def workload(self, workload_id: str) -> WorkloadView:
+        """One workload; ``NotFound`` if unknown."""
+
+    @abstractmethod
+    def workloads(self, *, tier: Tier | None = None, active: bool = True) -> list[WorkloadView]:
+        """Workloads (only those not ended when ``active``), optionally of one tier."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the engine holds (connections, threads). Idempotent."""

@@ -1,0 +1,414 @@
+"""The sim engine: a discrete-event model of a GPU cluster.
+
+State is GPU slots: every GPU of every node is held by at most one workload and claimed by at most
+one waiting workload. Timers (command ends, notice ends, reserved periods, the owner's arrivals)
+sit in a heap and fire in time order whenever the clock is read, so the same calls at the same
+clock readings always give the same events.
+
+The owner's queue is first come, first served, with greedy backfill: when GPUs free up, every
+queued job that fits starts, in arrival order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from backfill.domain.fleet import Fleet, Pool
+from backfill.domain.placement import (
+    Holding,
+    NodeState,
+    Placement,
+    ShapeError,
+    check_shape,
+    place,
+)
+from backfill.domain.tiers import Tier, may_preempt
+from backfill.engines.base import (
+    EngineEvent,
+    EventKind,
+    FleetEngine,
+    Outcome,
+    PoolUsage,
+    WorkloadSpec,
+    WorkloadState,
+    WorkloadView,
+)
+from backfill.engines.sim.clock import Clock
+from backfill.engines.sim.owner import OwnerJob, OwnerWorkload
+from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPlaceable
+
+_COMPLETE, _NOTICE_END, _RESERVED_START, _RESERVED_END, _OWNER_ARRIVAL = range(5)
+
+
+@dataclass
+class _Workload:
+    spec: WorkloadSpec
+    state: WorkloadState
+    submitted_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    claimed: dict[str, list[int]] = field(default_factory=dict)
+    held: dict[str, list[int]] = field(default_factory=dict)
+    notice_at: float | None = None
+    stop_at: float | None = None
+    reason: str | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+
+    def view(self) -> WorkloadView:
+        slots = self.held or self.claimed
+        return WorkloadView(
+            spec=self.spec,
+            state=self.state,
+            submitted_at=self.submitted_at,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            allocation={node: tuple(idx) for node, idx in sorted(slots.items())},
+            notice_at=self.notice_at,
+            stop_at=self.stop_at,
+            reason=self.reason,
+            outcome=self.outcome,
+            exit_code=self.exit_code,
+        )
+
+
+class SimEngine(FleetEngine):
+    name = "sim"
+
+    def __init__(self, fleet: Fleet, clock: Clock, *, owner: OwnerWorkload | None = None) -> None:
+        self._fleet = fleet
+        self._clock = clock
+        self._owner = owner
+        self._lock = threading.RLock()
+        self._pool_of: dict[str, Pool] = {}
+        self._holder: dict[str, list[str | None]] = {}
+        self._claim: dict[str, list[str | None]] = {}
+        for pool in fleet.pools:
+            for node in pool.nodes:
+                self._pool_of[node.name] = pool
+                self._holder[node.name] = [None] * node.gpus
+                self._claim[node.name] = [None] * node.gpus
+        self._workloads: dict[str, _Workload] = {}
+        self._queue: list[str] = []
+        self._timers: list[tuple[float, int, int, str]] = []
+        self._seq = 0
+        self._events: list[EngineEvent] = []
+        self._now = clock.now()
+        self._owner_jobs = 0
+        self._next_owner_job: dict[str, OwnerJob] = {}
+        if owner is not None:
+            for pool in fleet.pools:
+                self._schedule_owner_arrival(pool, self._now)
+
+    # -- the port ---------------------------------------------------------------------------
+
+    def fleet(self) -> Fleet:
+        return self._fleet
+
+    def now(self) -> float:
+        with self._lock:
+            self._advance()
+            return self._now
+
+    def submit(self, spec: WorkloadSpec) -> WorkloadView:
+        with self._lock:
+            self._advance()
+            if spec.id in self._workloads:
+                raise Conflict(f"workload {spec.id} was already submitted", field="id")
+            pool = self._pool(spec.pool)
+            try:
+                check_shape(spec.gpus, [node.gpus for node in pool.nodes])
+            except ShapeError as exc:
+                raise ShapeNotPlaceable(str(exc), field="gpus") from None
+            work = _Workload(spec=spec, state=WorkloadState.PENDING, submitted_at=self._now)
+            if spec.start_at is not None and spec.start_at > self._now:
+                self._workloads[spec.id] = work
+                claim_at = max(self._now, spec.start_at - pool.notice_seconds)
+                self._push(claim_at, _RESERVED_START, spec.id)
+            else:
+                placement = self._place(spec, pool)
+                if placement is None and not spec.queue:
+                    raise InsufficientCapacity(
+                        f"{spec.gpus} {pool.accelerator} GPUs cannot be had in {pool.key} now",
+                        field="gpus",
+                    )
+                self._workloads[spec.id] = work
+                if placement is None:
+                    work.state = WorkloadState.QUEUED
+                    self._queue.append(spec.id)
+                else:
+                    self._take(work, placement)
+            if spec.end_at is not None:
+                self._push(spec.end_at, _RESERVED_END, spec.id)
+            return work.view()
+
+    def stop(self, workload_id: str) -> None:
+        with self._lock:
+            self._advance()
+            work = self._get(workload_id)
+            if work.state is WorkloadState.ENDED:
+                return
+            self._end(work, Outcome.STOPPED, exit_code=None)
+            self._schedule()
+
+    def notice(self, workload_id: str, *, reason: str) -> None:
+        with self._lock:
+            self._advance()
+            work = self._get(workload_id)
+            if work.state is WorkloadState.NOTICED:
+                return
+            if not work.spec.tier.preemptible or work.state is not WorkloadState.RUNNING:
+                raise Conflict(f"workload {workload_id} is not a running spot workload")
+            self._give_notice(work, reason)
+
+    def poll(self) -> list[EngineEvent]:
+        with self._lock:
+            self._advance()
+            events, self._events = self._events, []
+            return events
+
+    def usage(self) -> list[PoolUsage]:
+        with self._lock:
+            self._advance()
+            return [self._pool_usage(pool) for pool in self._fleet.pools]
+
+    def workload(self, workload_id: str) -> WorkloadView:
+        with self._lock:
+            self._advance()
+            return self._get(workload_id).view()
+
+    def workloads(self, *, tier: Tier | None = None, active: bool = True) -> list[WorkloadView]:
+        with self._lock:
+            self._advance()
+            return [
+                work.view()
+                for work in self._workloads.values()
+                if (tier is None or work.spec.tier is tier)
+                and not (active and work.state is WorkloadState.ENDED)
+            ]
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Fire every timer due by the clock's current reading, in order."""
+        target = self._clock.now()
+        while self._timers and self._timers[0][0] <= target:
+            at, _, kind, workload_id = heapq.heappop(self._timers)
+            self._now = max(self._now, at)
+            self._fire(kind, workload_id)
+        self._now = max(self._now, target)
+
+    def _push(self, at: float, kind: int, workload_id: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (at, self._seq, kind, workload_id))
+
+    def _fire(self, kind: int, key: str) -> None:
+        if kind == _OWNER_ARRIVAL:
+            self._owner_arrives(self._fleet.pool(key))
+            return
+        work = self._workloads.get(key)
+        if work is None or work.state is WorkloadState.ENDED:
+            return
+        if kind == _COMPLETE and work.state in (WorkloadState.RUNNING, WorkloadState.NOTICED):
+            self._end(work, Outcome.COMPLETED, exit_code=0)
+        elif kind == _NOTICE_END and work.state is WorkloadState.NOTICED:
+            self._end(work, Outcome.PREEMPTED, exit_code=None)
+        elif kind == _RESERVED_START and work.state is WorkloadState.PENDING and not work.claimed:
+            placement = self._place(work.spec, self._fleet.pool(work.spec.pool))
+            if placement is None:
+                work.state = WorkloadState.QUEUED
+                self._queue.append(work.spec.id)
+            else:
+                self._take(work, placement)
+            return
+        elif kind == _RESERVED_END:
+            self._end(work, Outcome.COMPLETED, exit_code=0)
+        else:
+            return
+        self._schedule()
+
+    # -- placement ----------------------------------------------------------------------------
+
+    def _place(self, spec: WorkloadSpec, pool: Pool) -> Placement | None:
+        claimant_may_preempt = may_preempt(spec.tier, Tier.SPOT)
+        return place(spec.gpus, list(self._node_states(pool)), may_preempt=claimant_may_preempt)
+
+    def _node_states(self, pool: Pool) -> Iterator[NodeState]:
+        for node in pool.nodes:
+            holders = self._holder[node.name]
+            claims = self._claim[node.name]
+            free = sum(1 for h, c in zip(holders, claims, strict=True) if h is None and c is None)
+            counts: dict[str, int] = {}
+            for h, c in zip(holders, claims, strict=True):
+                if h is not None and c is None:
+                    counts[h] = counts.get(h, 0) + 1
+            holdings = []
+            for wid, gpus in sorted(counts.items()):
+                work = self._workloads[wid]
+                if work.spec.tier.preemptible and work.state is WorkloadState.RUNNING:
+                    started = work.started_at if work.started_at is not None else self._now
+                    lost = (self._now - started) * work.spec.gpus
+                    holdings.append(Holding(workload=wid, gpus=gpus, lost_work=lost))
+            yield NodeState(name=node.name, gpus=node.gpus, free=free, preemptible=tuple(holdings))
+
+    def _take(self, work: _Workload, placement: Placement) -> None:
+        """Claim the placement's GPUs for ``work``; start it if none is held by a victim."""
+        wid = work.spec.id
+        for node, count in placement.nodes:
+            holders, claims = self._holder[node], self._claim[node]
+            order = sorted(
+                (i for i in range(len(holders)) if claims[i] is None),
+                key=lambda i: (holders[i] is not None, i),
+            )
+            chosen = [i for i in order if holders[i] is None or holders[i] in placement.victims][
+                :count
+            ]
+            for i in chosen:
+                claims[i] = wid
+            work.claimed[node] = sorted(chosen)
+        for victim in sorted(placement.victims):
+            victim_work = self._workloads[victim]
+            if victim_work.state is WorkloadState.RUNNING:
+                self._give_notice(victim_work, reason=f"{work.spec.tier.value} work needs the GPUs")
+        work.state = WorkloadState.PENDING
+        self._start_if_clear(work)
+
+    def _start_if_clear(self, work: _Workload) -> None:
+        if any(
+            self._holder[node][i] is not None for node, idx in work.claimed.items() for i in idx
+        ):
+            return
+        wid = work.spec.id
+        for node, idx in work.claimed.items():
+            for i in idx:
+                self._claim[node][i] = None
+                self._holder[node][i] = wid
+        work.held, work.claimed = work.claimed, {}
+        work.state = WorkloadState.RUNNING
+        work.started_at = self._now
+        if work.spec.duration is not None:
+            self._push(self._now + work.spec.duration, _COMPLETE, wid)
+        self._emit(work, EventKind.STARTED)
+
+    def _give_notice(self, work: _Workload, reason: str) -> None:
+        pool = self._fleet.pool(work.spec.pool)
+        work.state = WorkloadState.NOTICED
+        work.notice_at = self._now
+        work.stop_at = self._now + pool.notice_seconds
+        work.reason = reason
+        self._push(work.stop_at, _NOTICE_END, work.spec.id)
+        self._emit(work, EventKind.NOTICED)
+
+    def _end(self, work: _Workload, outcome: Outcome, *, exit_code: int | None) -> None:
+        wid = work.spec.id
+        if work.state is WorkloadState.QUEUED:
+            self._queue.remove(wid)
+        for node, idx in work.held.items():
+            for i in idx:
+                self._holder[node][i] = None
+        for node, idx in work.claimed.items():
+            for i in idx:
+                self._claim[node][i] = None
+        work.state = WorkloadState.ENDED
+        work.outcome = outcome
+        work.exit_code = exit_code
+        work.ended_at = self._now
+        self._emit(work, EventKind.ENDED)
+        # A workload stops with its allocation recorded, for accounting; its slots are free now.
+        work.claimed = {}
+
+    def _schedule(self) -> None:
+        """Start what waits: claimants whose victims are gone, then the queue, by tier."""
+        for work in list(self._workloads.values()):
+            if work.state is WorkloadState.PENDING and work.claimed:
+                self._start_if_clear(work)
+        queued = sorted(
+            self._queue, key=lambda wid: -self._workloads[wid].spec.tier.rank
+        )  # stable: arrival order within a tier
+        for wid in queued:
+            work = self._workloads[wid]
+            placement = self._place(work.spec, self._fleet.pool(work.spec.pool))
+            if placement is not None:
+                self._queue.remove(wid)
+                self._take(work, placement)
+
+    # -- the owner's work ---------------------------------------------------------------------
+
+    def _schedule_owner_arrival(self, pool: Pool, after: float) -> None:
+        assert self._owner is not None
+        job = self._owner.next_job(pool, after)
+        self._push(job.at, _OWNER_ARRIVAL, pool.key)
+        self._next_owner_job[pool.key] = job
+
+    def _owner_arrives(self, pool: Pool) -> None:
+        job = self._next_owner_job[pool.key]
+        self._owner_jobs += 1
+        spec = WorkloadSpec(
+            id=f"internal-{self._owner_jobs:07d}",
+            tier=Tier.INTERNAL,
+            pool=pool.key,
+            gpus=job.gpus,
+            owner="owner",
+            duration=job.duration,
+            queue=True,
+        )
+        work = _Workload(spec=spec, state=WorkloadState.PENDING, submitted_at=self._now)
+        self._workloads[spec.id] = work
+        placement = self._place(spec, pool)
+        if placement is None:
+            work.state = WorkloadState.QUEUED
+            self._queue.append(spec.id)
+        else:
+            self._take(work, placement)
+        self._schedule_owner_arrival(pool, job.at)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _pool(self, key: str) -> Pool:
+        if not self._fleet.has_pool(key):
+            raise NotFound(f"no pool {key!r}", field="pool")
+        return self._fleet.pool(key)
+
+    def _get(self, workload_id: str) -> _Workload:
+        work = self._workloads.get(workload_id)
+        if work is None:
+            raise NotFound(f"no workload {workload_id!r}")
+        return work
+
+    def _pool_usage(self, pool: Pool) -> PoolUsage:
+        by_tier: dict[Tier, int] = dict.fromkeys(Tier, 0)
+        claimed = 0
+        for node in pool.nodes:
+            for h, c in zip(self._holder[node.name], self._claim[node.name], strict=True):
+                if h is not None:
+                    by_tier[self._workloads[h].spec.tier] += 1
+                elif c is not None:
+                    claimed += 1
+        queued = sum(
+            self._workloads[w].spec.gpus
+            for w in self._queue
+            if self._workloads[w].spec.pool == pool.key
+        )
+        return PoolUsage(
+            pool=pool.key, total=pool.gpus, by_tier=by_tier, claimed=claimed, queued_gpus=queued
+        )
+
+    def _emit(self, work: _Workload, kind: EventKind) -> None:
+        view = work.view()
+        self._events.append(
+            EngineEvent(
+                kind=kind,
+                workload=work.spec.id,
+                tier=work.spec.tier,
+                at=self._now,
+                allocation=view.allocation,
+                notice_at=work.notice_at,
+                stop_at=work.stop_at,
+                reason=work.reason,
+                outcome=work.outcome,
+                exit_code=work.exit_code,
+            )
+        )

@@ -1,0 +1,75 @@
+"""The owner's own work, as a seeded daily pattern: what the sim engine runs as ``internal``.
+
+Each pool receives jobs as a Poisson process whose rate follows the hour of day, so that the
+expected share of the pool's GPUs busy with internal work is
+
+    load(t) = mean + amplitude × sin(2π (hour(t) − 9) / 24)
+
+(highest mid-afternoon, lowest at night). Sizes are drawn from ``sizes`` (capped at what the
+pool can hold), durations are exponential around ``mean_duration``. Same seed, same jobs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from backfill.domain.fleet import Pool
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class OwnerJob:
+    at: float
+    gpus: int
+    duration: float
+
+
+class OwnerWorkload:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        mean: float = 0.45,
+        amplitude: float = 0.2,
+        mean_duration: float = 2 * 3600.0,
+        sizes: tuple[int, ...] = (1, 2, 4, 8, 8, 16),
+    ) -> None:
+        if not (mean - amplitude >= 0 and mean + amplitude <= 1):
+            raise ValueError("mean ± amplitude must stay within [0, 1]")
+        self.seed = seed
+        self.mean = mean
+        self.amplitude = amplitude
+        self.mean_duration = mean_duration
+        self.sizes = sizes
+        self._rngs: dict[str, random.Random] = {}
+
+    def load(self, t: float) -> float:
+        """Expected share of a pool's GPUs busy with the owner's work at time ``t``."""
+        hour = (t % DAY) / 3600.0
+        return self.mean + self.amplitude * math.sin(2 * math.pi * (hour - 9.0) / 24.0)
+
+    def next_job(self, pool: Pool, after: float) -> OwnerJob:
+        """The pool's next job arriving after ``after`` (thinning of a non-homogeneous process)."""
+        rng = self._rngs.setdefault(pool.key, random.Random(f"{self.seed}:{pool.key}"))
+        sizes = [s for s in self.sizes if _fits(s, pool)] or [1]
+        mean_size = sum(sizes) / len(sizes)
+        peak = pool.gpus * (self.mean + self.amplitude) / (mean_size * self.mean_duration)
+        t = after
+        while True:
+            t += rng.expovariate(peak)
+            rate = pool.gpus * self.load(t) / (mean_size * self.mean_duration)
+            if rng.random() * peak <= rate:
+                gpus = rng.choice(sizes)
+                duration = max(60.0, rng.expovariate(1.0 / self.mean_duration))
+                return OwnerJob(at=t, gpus=gpus, duration=round(duration))
+
+
+def _fits(gpus: int, pool: Pool) -> bool:
+    size = pool.max_node_gpus
+    if gpus <= size:
+        return True
+    whole = sum(1 for node in pool.nodes if node.gpus == size)
+    return gpus % size == 0 and gpus // size <= max(1, whole // 4)

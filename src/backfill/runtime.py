@@ -1,0 +1,132 @@
+"""Wiring: settings → fleet, engine, store, context; and the ticker that keeps them in step."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from backfill.domain.fleet import Fleet
+from backfill.engines.base import FleetEngine
+from backfill.engines.sim import ManualClock, OwnerWorkload, SimEngine, WallClock
+from backfill.errors import Conflict
+from backfill.inventory import demo_fleet_path, load_fleet
+from backfill.services import tenants, webhooks
+from backfill.services.context import Context
+from backfill.services.sync import sync
+from backfill.store.db import connect, migrate, sessions
+
+log = logging.getLogger("backfill")
+
+DEFAULT_MANUAL_START = datetime(2026, 1, 5, tzinfo=UTC).timestamp()
+
+
+@dataclass
+class Settings:
+    database_url: str = "sqlite:///.backfill/backfill.db"
+    fleet_file: str | None = None
+    """A fleet file (YAML/TOML) or inventory CSV; None is the built-in demo fleet."""
+    clock: str = "wall"
+    """``wall`` (optionally sped up) or ``manual`` (moved only by the operator's advance call)."""
+    speed: float = 1.0
+    start: float | None = None
+    owner_workload: bool = False
+    """Run the owner's own work as a seeded daily pattern (the demo does)."""
+    seed: int = 0
+    tick_seconds: float = 1.0
+    price_interval: float = 60.0
+    operator_key: str | None = None
+    max_body_bytes: int = 64 * 1024
+    data_dir: Path = field(default_factory=lambda: Path(".backfill"))
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from ``BACKFILL_*`` variables, then ``overrides`` (those not None)."""
+        env = os.environ
+        settings = cls(
+            database_url=env.get("BACKFILL_DATABASE_URL", cls.database_url),
+            fleet_file=env.get("BACKFILL_FLEET") or None,
+            operator_key=env.get("BACKFILL_OPERATOR_KEY") or None,
+        )
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(settings, name, value)
+        return settings
+
+
+class Runtime:
+    """One running control plane: its engine, store and background ticker."""
+
+    def __init__(self, settings: Settings, *, http: httpx.Client | None = None) -> None:
+        self.settings = settings
+        self.fleet = self._load_fleet(settings)
+        if settings.clock == "manual":
+            self.clock: ManualClock | WallClock = ManualClock(
+                settings.start if settings.start is not None else DEFAULT_MANUAL_START
+            )
+        elif settings.clock == "wall":
+            self.clock = WallClock(speed=settings.speed, start=settings.start)
+        else:
+            raise ValueError(f"clock must be 'wall' or 'manual', not {settings.clock!r}")
+        owner = OwnerWorkload(seed=settings.seed) if settings.owner_workload else None
+        self.engine: FleetEngine = SimEngine(self.fleet, self.clock, owner=owner)
+        if settings.database_url.startswith("sqlite:///"):
+            path = Path(settings.database_url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = connect(settings.database_url)
+        migrate(self.db)
+        self.ctx = Context(
+            sessions=sessions(self.db),
+            engine=self.engine,
+            http=http or httpx.Client(),
+            price_interval=settings.price_interval,
+        )
+        self.new_operator_key = tenants.ensure_operator_key(self.ctx, secret=settings.operator_key)
+        sync(self.ctx)
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    @staticmethod
+    def _load_fleet(settings: Settings) -> Fleet:
+        return load_fleet(settings.fleet_file or demo_fleet_path())
+
+    def tick(self) -> None:
+        """Apply what the engine did, re-price spot, send due webhooks."""
+        sync(self.ctx)
+        webhooks.deliver_due(self.ctx)
+
+    def advance(self, seconds: float) -> float:
+        """Move a manual clock forward (tests, what-ifs) and tick. Returns the new time."""
+        if not isinstance(self.clock, ManualClock):
+            raise Conflict("only a manual clock can be advanced", field="seconds")
+        with self.ctx.lock:
+            self.clock.advance(seconds)
+            self.tick()
+            return self.clock.now()
+
+    def start(self) -> None:
+        """Start the ticker (wall clocks only: a manual clock moves only when told)."""
+        if self._ticker is not None or isinstance(self.clock, ManualClock):
+            return
+        self._ticker = threading.Thread(target=self._run, name="backfill-ticker", daemon=True)
+        self._ticker.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.tick_seconds):
+            try:
+                self.tick()
+            except Exception:  # keep ticking: one bad tick must not stop the control plane
+                log.exception("tick failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=10)
+        self.engine.close()
+        self.ctx.http.close()
+        self.db.dispose()

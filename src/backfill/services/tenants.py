@@ -1,0 +1,148 @@
+"""Tenants and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from backfill.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from backfill.services.context import Context, wall_now
+from backfill.services.ids import new_id
+from backfill.store.models import ApiKey, Tenant
+
+TENANT = "tenant"
+OPERATOR = "operator"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    tenant_id: str | None
+    key_id: str
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: str
+    secret: str
+    """The key itself: shown once, never stored."""
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _issue(role: str, tenant_id: str | None, secret: str | None = None) -> tuple[ApiKey, str]:
+    prefix = "bf_op_" if role == OPERATOR else "bf_live_"
+    secret = secret or prefix + secrets.token_urlsafe(32)
+    row = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant_id,
+        role=role,
+        prefix=secret[:12],
+        key_hash=hash_key(secret),
+        created_at=wall_now(),
+    )
+    return row, secret
+
+
+def create(ctx: Context, *, name: str) -> tuple[Tenant, IssuedKey]:
+    """A new tenant with its first API key."""
+    if not _NAME.match(name):
+        raise InvalidRequest(
+            "tenant names are 1-64 characters: letters, digits, '.', '_' and '-'", field="name"
+        )
+    with ctx.unit_of_work() as session:
+        if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
+            raise Conflict(f"a tenant named {name!r} exists already", field="name")
+        tenant = Tenant(id=new_id("ten"), name=name, created_at=wall_now())
+        session.add(tenant)
+        session.flush()
+        key, secret = _issue(TENANT, tenant.id)
+        session.add(key)
+        try:
+            session.commit()
+        except IntegrityError:
+            raise Conflict(f"a tenant named {name!r} exists already", field="name") from None
+        return tenant, IssuedKey(key_id=key.id, secret=secret)
+
+
+def get_all(ctx: Context) -> list[Tenant]:
+    with ctx.unit_of_work() as session:
+        return list(session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.name)))
+
+
+def get(ctx: Context, *, tenant_id: str) -> Tenant:
+    with ctx.unit_of_work() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        return tenant
+
+
+def create_key(ctx: Context, *, tenant_id: str) -> IssuedKey:
+    with ctx.unit_of_work() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        key, secret = _issue(TENANT, tenant_id)
+        session.add(key)
+        session.commit()
+        return IssuedKey(key_id=key.id, secret=secret)
+
+
+def list_keys(ctx: Context, *, tenant_id: str) -> list[ApiKey]:
+    with ctx.unit_of_work() as session:
+        return list(
+            session.scalars(
+                select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
+            )
+        )
+
+
+def revoke_key(ctx: Context, *, tenant_id: str, key_id: str) -> ApiKey:
+    with ctx.unit_of_work() as session:
+        key = session.get(ApiKey, key_id)
+        if key is None or key.tenant_id != tenant_id:
+            raise NotFound(f"no key {key_id!r}")
+        if key.revoked_at is None:
+            key.revoked_at = wall_now()
+            session.commit()
+        return key
+
+
+def ensure_operator_key(ctx: Context, *, secret: str | None = None) -> str | None:
+    """Make sure an operator key exists; returns a new key's secret, or None if one was there.
+
+    With ``secret`` (e.g. from ``BACKFILL_OPERATOR_KEY``), that key is registered if unknown.
+    """
+    with ctx.unit_of_work() as session:
+        if secret is not None:
+            if session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret))):
+                return None
+            key, _ = _issue(OPERATOR, None, secret)
+            session.add(key)
+            session.commit()
+            return secret
+        existing = session.scalar(
+            select(ApiKey).where(ApiKey.role == OPERATOR, ApiKey.revoked_at.is_(None))
+        )
+        if existing is not None:
+            return None
+        key, new_secret = _issue(OPERATOR, None)
+        session.add(key)
+        session.commit()
+        return new_secret
+
+
+def authenticate(ctx: Context, *, secret: str) -> Principal:
+    with ctx.unit_of_work() as session:
+        key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret)))
+        if key is None or key.revoked_at is not None:
+            raise Unauthorized("the API key is not valid")
+        return Principal(role=key.role, tenant_id=key.tenant_id, key_id=key.id)
