@@ -1,0 +1,283 @@
+"""``backfill``: the command line. Every command but ``serve`` and ``demo`` is an API client."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from backfill import terminal
+from backfill.client import ApiError, BackfillClient
+
+app = typer.Typer(
+    help="Backfill: sell a private GPU fleet's idle hours, and keep the books.",
+    no_args_is_help=True,
+)
+tenants_app = typer.Typer(help="Tenants and their API keys (operator).", no_args_is_help=True)
+leases_app = typer.Typer(help="Leases of GPUs (tenant).", no_args_is_help=True)
+fleet_app = typer.Typer(help="The fleet and its pools (operator).", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(leases_app, name="leases")
+app.add_typer(fleet_app, name="fleet")
+
+console = Console()
+DATA_DIR = Path(os.environ.get("BACKFILL_DATA_DIR", ".backfill"))
+
+ApiUrl = Annotated[
+    str, typer.Option("--api-url", envvar="BACKFILL_API_URL", help="The Backfill API.")
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--key", envvar="BACKFILL_API_KEY", help="API key (default: the demo's saved key)."
+    ),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _client(url: str, key: str | None, saved: str) -> BackfillClient:
+    if key is None:
+        path = DATA_DIR / saved
+        if path.exists():
+            key = path.read_text().strip()
+    if not key:
+        _fail("no API key: pass --key or set BACKFILL_API_KEY (or run `backfill demo` first)")
+    return BackfillClient(url, key)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(1)
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        _fail(f"{exc.message}{where} [{exc.code}]")
+
+
+def _emit(data: Any, as_json: bool, render: Any) -> None:
+    if as_json:
+        console.print_json(json.dumps(data))
+    else:
+        console.print(render(data))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    database_url: Annotated[
+        str | None, typer.Option("--db", envvar="BACKFILL_DATABASE_URL", help="SQLAlchemy URL.")
+    ] = None,
+    fleet_file: Annotated[
+        str | None, typer.Option("--fleet", envvar="BACKFILL_FLEET", help="Fleet file or CSV.")
+    ] = None,
+    clock: Annotated[str, typer.Option(help="wall, or manual (moved by the API).")] = "wall",
+    speed: Annotated[float, typer.Option(help="Sim clock speed-up over the wall clock.")] = 1.0,
+    owner_workload: Annotated[
+        bool, typer.Option(help="Run the owner's work as a seeded daily pattern.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the owner's workload.")] = 0,
+) -> None:
+    """Run the control plane and its API until stopped."""
+    import uvicorn
+
+    from backfill.api.app import create_app
+    from backfill.errors import InvalidFleetFile
+    from backfill.runtime import Runtime, Settings
+
+    settings = Settings.from_env(
+        database_url=database_url or f"sqlite:///{DATA_DIR / 'backfill.db'}",
+        fleet_file=fleet_file,
+        clock=clock,
+        speed=speed,
+        owner_workload=owner_workload,
+        seed=seed,
+        data_dir=DATA_DIR,
+    )
+    try:
+        runtime = Runtime(settings)
+    except InvalidFleetFile as exc:
+        _fail(str(exc))
+    if runtime.new_operator_key:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key_file = DATA_DIR / "operator.key"
+        key_file.write_text(runtime.new_operator_key + "\n")
+        key_file.chmod(0o600)
+        console.print(f"new operator API key: [magenta]{runtime.new_operator_key}[/]")
+    runtime.start()
+    try:
+        uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+    finally:
+        runtime.close()
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    speed: Annotated[float, typer.Option(help="Sim clock speed-up (60: a day in 24 min).")] = 60.0,
+    fleet_file: Annotated[
+        str | None, typer.Option("--fleet", help="Fleet file or inventory CSV (default: demo).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the owner's work and the market.")] = 7,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop by itself after this many seconds.")
+    ] = None,
+    live: Annotated[bool, typer.Option(help="Live view (else a line every 5 s).")] = True,
+) -> None:
+    """A working GPU cloud on this machine: sim fleet, the owner's work, a tenant, a live view."""
+    from backfill import demo as demo_module
+
+    demo_module.run(
+        host=host,
+        port=port,
+        speed=speed,
+        data_dir=DATA_DIR,
+        fleet_file=fleet_file,
+        seed=seed,
+        seconds=seconds,
+        live=live and console.is_terminal,
+        console=console,
+    )
+
+
+@tenants_app.command("create")
+def tenants_create(name: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None) -> None:
+    """Create a tenant and print its API key (shown once)."""
+    with _client(api_url, key, "operator.key") as client:
+        created = _call(client.create_tenant, name)
+    console.print(f"tenant {created['tenant']['name']} ({created['tenant']['id']})")
+    console.print(f"API key (shown once): [green]{created['api_key']}[/]")
+
+
+@tenants_app.command("list")
+def tenants_list(
+    api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False
+) -> None:
+    with _client(api_url, key, "operator.key") as client:
+        rows = _call(client.tenants)
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    for row in rows:
+        console.print(f"{row['id']}  {row['name']}  {row['created_at']}")
+
+
+@leases_app.command("create")
+def leases_create(
+    tier: Annotated[str, typer.Option(help="on_demand, spot or reserved.")],
+    gpus: Annotated[int, typer.Option(help="How many GPUs.")],
+    region: Annotated[str | None, typer.Option()] = None,
+    accelerator: Annotated[str | None, typer.Option()] = None,
+    max_price: Annotated[str | None, typer.Option(help="spot: most per GPU-hour.")] = None,
+    start: Annotated[str | None, typer.Option(help="reserved: RFC 3339 start.")] = None,
+    end: Annotated[str | None, typer.Option(help="reserved: RFC 3339 end.")] = None,
+    command: Annotated[str | None, typer.Option(help="Command to run on the GPUs.")] = None,
+    duration: Annotated[int | None, typer.Option(help="sim: seconds the command runs.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe key.")] = None,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Lease GPUs."""
+    with _client(api_url, key, "tenant.key") as client:
+        lease = _call(
+            client.create_lease,
+            idempotency_key=idempotency_key,
+            tier=tier,
+            gpus=gpus,
+            region=region,
+            accelerator=accelerator,
+            max_price=max_price,
+            start=start,
+            end=end,
+            command=command,
+            duration=duration,
+        )
+    _emit(lease, as_json, lambda data: terminal.leases([data]))
+
+
+@leases_app.command("list")
+def leases_list(
+    state: Annotated[str | None, typer.Option(help="Only leases in this state.")] = None,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    with _client(api_url, key, "tenant.key") as client:
+        rows = _call(client.leases, state=state)
+    _emit(rows, as_json, terminal.leases)
+
+
+@leases_app.command("show")
+def leases_show(
+    lease_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = True
+) -> None:
+    with _client(api_url, key, "tenant.key") as client:
+        lease = _call(client.lease, lease_id)
+    _emit(lease, as_json, lambda data: terminal.leases([data]))
+
+
+@leases_app.command("stop")
+def leases_stop(
+    lease_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False
+) -> None:
+    """Stop a lease now (billing stops now)."""
+    with _client(api_url, key, "tenant.key") as client:
+        lease = _call(client.stop_lease, lease_id)
+    _emit(lease, as_json, lambda data: terminal.leases([data]))
+
+
+@app.command()
+def usage(api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False) -> None:
+    """Usage per lease segment, per second, with its cost so far (tenant)."""
+    with _client(api_url, key, "tenant.key") as client:
+        data = _call(client.usage)
+    _emit(data, as_json, terminal.usage)
+
+
+@fleet_app.command("show")
+def fleet_show(api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False) -> None:
+    """Pools, prices and sellable floors."""
+    with _client(api_url, key, "operator.key") as client:
+        data = _call(client.fleet)
+    _emit(data, as_json, terminal.fleet)
+
+
+@fleet_app.command("status")
+def fleet_status(
+    api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False
+) -> None:
+    """Use per tier per pool now: the live view, once."""
+    with _client(api_url, key, "operator.key") as client:
+        data = _call(client.dashboard)
+    _emit(data, as_json, terminal.dashboard)
+
+
+@fleet_app.command("check")
+def fleet_check(path: Path) -> None:
+    """Validate a fleet file (YAML/TOML) or inventory CSV, offline."""
+    from backfill.errors import InvalidFleetFile
+    from backfill.inventory import load_fleet
+
+    try:
+        fleet = load_fleet(path)
+    except InvalidFleetFile as exc:
+        _fail(str(exc))
+    console.print(
+        f"[green]ok[/] {fleet.name}: {len(fleet.pools)} pools, {fleet.node_count} nodes, "
+        f"{fleet.gpus} GPUs in {', '.join(fleet.regions)}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

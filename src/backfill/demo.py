@@ -1,0 +1,174 @@
+"""``backfill demo``: a working GPU cloud on the embedded default, with a live view.
+
+The owner's own work follows a daily pattern on the built-in demo fleet (sim engine, wall clock
+sped up), a demo tenant rents GPUs through the API as a small seeded market, and the terminal
+shows every pool's use per tier, the spot price and the revenue, until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from backfill import terminal
+from backfill.client import ApiError, BackfillClient
+from backfill.runtime import Runtime, Settings
+from backfill.server import BackgroundServer
+
+
+class DemoMarket:
+    """A demo tenant's demand, seeded: a reserved contract, an on-demand lease, spot churn."""
+
+    def __init__(
+        self,
+        client: BackfillClient,
+        *,
+        sim_now: Callable[[], float],
+        seed: int,
+        interval: float,
+    ) -> None:
+        self.client = client
+        self.sim_now = sim_now
+        self.rng = random.Random(seed)
+        self.interval = interval
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="demo-market", daemon=True)
+
+    def start(self) -> None:
+        end = datetime.fromtimestamp(self.sim_now() + 30 * 86_400, tz=UTC).isoformat()
+        self._try(tier="reserved", gpus=16, region="us-east", accelerator="A100", end=end)
+        self._try(tier="on_demand", gpus=8, region="us-east", accelerator="H200")
+        self._try(tier="on_demand", gpus=8, region="eu-west", accelerator="H100")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            pools = [p for p in self.client.instance_types() if p["available"]["spot"] >= 2]
+            if not pools:
+                continue
+            pool = self.rng.choice(pools)
+            gpus = self.rng.choice([1, 2, 4, 8])
+            if gpus > pool["available"]["spot"]:
+                continue
+            self._try(
+                tier="spot",
+                gpus=gpus,
+                region=pool["region"],
+                accelerator=pool["accelerator"],
+                duration=self.rng.randint(1_800, 6 * 3_600),
+            )
+
+    def _try(self, **body: Any) -> None:
+        with contextlib.suppress(ApiError):  # no room now: a real tenant would retry later too
+            self.client.create_lease(**body)
+
+
+def run(
+    *,
+    host: str,
+    port: int,
+    speed: float,
+    data_dir: Path,
+    fleet_file: str | None,
+    seed: int,
+    seconds: float | None,
+    live: bool,
+    console: Console,
+) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database = data_dir / "demo.db"
+    for stale in data_dir.glob("demo.db*"):
+        stale.unlink()
+    settings = Settings.from_env(
+        database_url=f"sqlite:///{database}",
+        fleet_file=fleet_file,
+        clock="wall",
+        speed=speed,
+        owner_workload=True,
+        seed=seed,
+        tick_seconds=0.5,
+        data_dir=data_dir,
+    )
+    runtime = Runtime(settings)
+    server = BackgroundServer(runtime, host=host, port=port)
+    url = server.start()
+    runtime.start()
+    operator_key = runtime.new_operator_key or settings.operator_key
+    _write_key(data_dir / "operator.key", operator_key)
+    operator = BackfillClient(url, operator_key)
+    created = operator.create_tenant(f"demo-{int(time.time())}")
+    tenant_key = created["api_key"]
+    _write_key(data_dir / "tenant.key", tenant_key)
+    tenant = BackfillClient(url, tenant_key)
+    market = DemoMarket(
+        tenant, sim_now=runtime.clock.now, seed=seed, interval=max(0.5, 120 / speed)
+    )
+
+    console.print(f"[bold]Backfill demo[/] serving [cyan]{url}[/] (OpenAPI: {url}/docs)")
+    console.print(f"tenant [bold]{created['tenant']['name']}[/] API key: [green]{tenant_key}[/]")
+    console.print(f"operator API key: [magenta]{operator_key}[/]  (keys saved in {data_dir}/)")
+    console.print(
+        f"try:  curl -H 'Authorization: Bearer {tenant_key}' {url}/v1/instance-types",
+        soft_wrap=True,
+    )
+    console.print(f"sim clock runs {speed:g}x the wall clock; Ctrl-C stops the demo.", style="dim")
+
+    stopping = threading.Event()
+
+    def _on_term(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = signal.signal(signal.SIGTERM, _on_term)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    market.start()
+    try:
+        if live:
+            with Live(console=console, refresh_per_second=2, transient=False) as view:
+                while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+                    view.update(terminal.dashboard(operator.dashboard()))
+                    stopping.wait(1.0)
+        else:
+            while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+                data = operator.dashboard()
+                console.print(
+                    f"{data['now']} idle={data['idle']} by_tier={data['by_tier']} "
+                    f"revenue={data['revenue']}"
+                )
+                stopping.wait(5.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        console.print("stopping…", style="dim")
+        market.stop()
+        tenant.close()
+        summary = operator.dashboard()
+        operator.close()
+        server.stop()
+        runtime.close()
+        console.print(
+            f"stopped cleanly: revenue {summary['revenue']} over {summary['gpus']} GPUs "
+            f"({summary['now']})"
+        )
+
+
+def _write_key(path: Path, key: str | None) -> None:
+    if key is None:
+        return
+    path.write_text(key + "\n")
+    path.chmod(0o600)
