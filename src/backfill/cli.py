@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from backfill import terminal
 from backfill.client import ApiError, BackfillClient
@@ -24,7 +26,8 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(leases_app, name="leases")
 app.add_typer(fleet_app, name="fleet")
 
-console = Console()
+# Keys and URLs must never be broken across lines; piped output gets room for whole tables.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 DATA_DIR = Path(os.environ.get("BACKFILL_DATA_DIR", ".backfill"))
 
 ApiUrl = Annotated[
@@ -51,7 +54,7 @@ def _client(url: str, key: str | None, saved: str) -> BackfillClient:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(1)
 
 
@@ -59,7 +62,7 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except ApiError as exc:
-        where = f" ({exc.field})" if exc.field else ""
+        where = f" (field: {exc.field})" if exc.field else ""
         _fail(f"{exc.message}{where} [{exc.code}]")
 
 

@@ -43,7 +43,7 @@ def test_internal_work_takes_spot_back_with_notice_and_leaves_other_tiers(
     )
 
     platform.advance(600)  # ten minutes of everyone running
-    # The owner's teams need 24 GPUs: 8 idle + the spot lease's 16 (on-demand/reserved are off-limits).
+    # The owner's teams need 24 GPUs: 8 idle + the spot lease's 16 (never on-demand/reserved).
     job = platform.internal(24, "us-east", "H100", duration=3600)
     assert job["state"] == "pending"
 

@@ -34,17 +34,11 @@ def test_best_fit_picks_the_node_with_the_fewest_idle_gpus_that_still_fits() -> 
     nodes = [node("n-a", 8), node("n-b", 3), node("n-c", 5), node("n-d", 2)]
 
     # 3 GPUs: n-a leaves 5, n-b leaves 0, n-c leaves 2 (n-d cannot) → n-b.
-    assert place(3, nodes, may_preempt=False) == Placement(
-        nodes=(("n-b", 3),), victims=frozenset()
-    )
+    assert place(3, nodes, may_preempt=False) == Placement(nodes=(("n-b", 3),), victims=frozenset())
     # 4 GPUs: n-a leaves 4, n-c leaves 1 → n-c.
-    assert place(4, nodes, may_preempt=False) == Placement(
-        nodes=(("n-c", 4),), victims=frozenset()
-    )
+    assert place(4, nodes, may_preempt=False) == Placement(nodes=(("n-c", 4),), victims=frozenset())
     # 6 GPUs: only n-a.
-    assert place(6, nodes, may_preempt=False) == Placement(
-        nodes=(("n-a", 6),), victims=frozenset()
-    )
+    assert place(6, nodes, may_preempt=False) == Placement(nodes=(("n-a", 6),), victims=frozenset())
 
 
 def test_best_fit_ties_break_on_the_node_name() -> None:
@@ -59,9 +53,7 @@ def test_best_fit_ties_break_on_the_node_name() -> None:
 def test_best_fit_prefers_an_idle_fit_to_preempting_even_when_may_preempt() -> None:
     nodes = [node("n-a", 0, spot("s1", 8, 0.0)), node("n-b", 2)]
 
-    assert place(2, nodes, may_preempt=True) == Placement(
-        nodes=(("n-b", 2),), victims=frozenset()
-    )
+    assert place(2, nodes, may_preempt=True) == Placement(nodes=(("n-b", 2),), victims=frozenset())
 
 
 def test_no_placement_when_nothing_fits_and_may_preempt_is_false() -> None:

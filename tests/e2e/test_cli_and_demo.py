@@ -1,0 +1,184 @@
+"""The command line as a user runs it: real processes, real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+BACKFILL = [sys.executable, "-m", "backfill.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_")}
+    env.update(BACKFILL_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float) -> str:
+    """Lines of the process's output up to the first that matches ``pattern``."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(seen)}")
+
+
+@pytest.mark.slow
+def test_demo_serves_the_catalog_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [*BACKFILL, "demo", "--port", str(port), "--no-live", "--speed", "600"],
+        cwd=tmp_path,
+        env=_env(tmp_path / "state"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = _read_until(process, r"API key: bf_live_\S+", timeout=60)
+        key = re.search(r"API key: (bf_live_\S+)", output)
+        assert key is not None
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/v1/instance-types",
+            headers={"Authorization": f"Bearer {key.group(1)}"},
+        )
+        assert response.status_code == 200
+        pools = response.json()["data"]
+        assert {p["region"] for p in pools} == {"us-east", "eu-west"}
+        assert {p["accelerator"] for p in pools} == {"H100", "H200", "A100"}
+        assert all(set(p["prices"]) == {"reserved", "on_demand", "spot"} for p in pools)
+        time.sleep(2)  # let the owner's work and the market run a little
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, rest
+    assert "stopped cleanly" in rest
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """``backfill serve`` on a manual clock, as its own process."""
+    port = _free_port()
+    env = _env(tmp_path / "state")
+    process = subprocess.Popen(
+        [*BACKFILL, "serve", "--port", str(port), "--clock", "manual"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "backfill serve did not come up"
+            time.sleep(0.2)
+        yield url, {**env, "BACKFILL_API_URL": url}, tmp_path
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BACKFILL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.slow
+def test_cli_drives_the_api(served: tuple[str, dict[str, str], Path]) -> None:
+    url, env, cwd = served
+    operator_key = (cwd / "state" / "operator.key").read_text().strip()
+    created = _cli(env, cwd, "tenants", "create", "acme")
+    assert created.returncode == 0, created.stdout + created.stderr
+    key = re.search(r"(bf_live_\S+)", created.stdout)
+    assert key is not None
+    tenant_env = {**env, "BACKFILL_API_KEY": key.group(1)}
+
+    lease = _cli(tenant_env, cwd, "leases", "create", "--tier", "spot", "--gpus", "2", "--json")
+    assert lease.returncode == 0, lease.stdout + lease.stderr
+    lease_id = json.loads(lease.stdout)["id"]
+    listed = json.loads(_cli(tenant_env, cwd, "leases", "list", "--json").stdout)
+    assert [x["id"] for x in listed] == [lease_id]
+    assert "acme" in _cli(env, cwd, "tenants", "list").stdout
+
+    advanced = httpx.post(
+        f"{url}/v1/admin/clock/advance",
+        json={"seconds": 45},
+        headers={"Authorization": f"Bearer {operator_key}"},
+    )
+    assert advanced.status_code == 200
+    stopped = _cli(tenant_env, cwd, "leases", "stop", lease_id, "--json")
+    assert json.loads(stopped.stdout)["state"] == "stopped"
+
+    usage = json.loads(_cli(tenant_env, cwd, "usage", "--json").stdout)
+    assert [(s["lease_id"], s["seconds"]) for s in usage["segments"]] == [(lease_id, 45)]
+
+    fleet = _cli(env, cwd, "fleet", "show")
+    assert fleet.returncode == 0 and "us-east/H100" in fleet.stdout
+    status = json.loads(_cli(env, cwd, "fleet", "status", "--json").stdout)
+    assert status["gpus"] == 192
+
+    bad = _cli(tenant_env, cwd, "leases", "create", "--tier", "spot", "--gpus", "-1")
+    assert bad.returncode == 1
+    assert "gpus" in bad.stdout and "invalid_request" in bad.stdout
+    nobody = _cli({**env, "BACKFILL_API_KEY": "bf_live_nope"}, cwd, "leases", "list")
+    assert nobody.returncode == 1 and "unauthorized" in nobody.stdout
+
+
+def test_fleet_check_names_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "fleet.yaml"
+    bad.write_text(
+        "name: f\nregions:\n  - name: r1\n    pools:\n      - accelerator: H100\n"
+        "        nodes: 2\n        gpus_per_node: 8\n        prices:\n"
+        "          on_demand: -1\n          reserved: 1\n          spot_floor: 0.5\n"
+    )
+    result = _cli(_env(tmp_path), tmp_path, "fleet", "check", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:9" in result.stdout
+    assert "regions[0].pools[0].prices.on_demand" in result.stdout
+    good = _cli(_env(tmp_path), tmp_path, "fleet", "check", "--help")
+    assert good.returncode == 0
