@@ -134,16 +134,20 @@ class Delivery:
 class WebhookReceiver:
     """A real HTTP server that records what is POSTed to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, failures: int = 0) -> None:
         self.deliveries: list[Delivery] = []
+        self.failures = failures
         received = self.deliveries
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 received.append(Delivery(headers=dict(self.headers.items()), body=body))
-                self.send_response(204)
+                failing = receiver.failures > 0
+                receiver.failures -= 1
+                self.send_response(500 if failing else 204)
                 self.end_headers()
 
             def log_message(self, *_: Any) -> None:

@@ -16,7 +16,7 @@ from backfill.engines.base import FleetEngine
 from backfill.engines.sim import ManualClock, OwnerWorkload, SimEngine, WallClock
 from backfill.errors import Conflict
 from backfill.inventory import demo_fleet_path, load_fleet
-from backfill.services import tenants, webhooks
+from backfill.services import recovery, tenants, webhooks
 from backfill.services.context import Context
 from backfill.services.sync import sync
 from backfill.store.db import connect, migrate, sessions
@@ -87,6 +87,7 @@ class Runtime:
             price_interval=settings.price_interval,
         )
         self.new_operator_key = tenants.ensure_operator_key(self.ctx, secret=settings.operator_key)
+        self.restored = recovery.restore(self.ctx)
         sync(self.ctx)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None

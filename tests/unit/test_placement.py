@@ -210,6 +210,17 @@ def test_preemption_prefers_the_fewest_holders_over_the_least_lost_work() -> Non
     assert not placement.immediate
 
 
+def test_preemption_prefers_the_least_lost_work_over_the_fewest_gpus_left_over() -> None:
+    nodes = [
+        node("n-1", 0, spot("x", 8, 5.0)),  # frees 8 for 4 (4 left over), loses 5
+        node("n-2", 0, spot("y", 4, 50.0)),  # frees 4 for 4 (none left over), loses 50
+    ]
+
+    assert place(4, nodes, may_preempt=True) == Placement(
+        nodes=(("n-1", 4),), victims=frozenset({"x"})
+    )
+
+
 def test_preemption_then_prefers_the_fewest_gpus_left_over() -> None:
     nodes = [
         node("n-1", 0, spot("x", 8, 10.0)),  # frees 8 for 4: 4 left over

@@ -70,7 +70,7 @@ def apply_events(ctx: Context, session: Session, events: list[EngineEvent]) -> N
             lease.state = _END_STATE[event.outcome]
             lease.ended_at = at
             lease.exit_code = event.exit_code
-            _close_segments(session, lease.id, at)
+            close_segments(session, lease.id, at)
             webhooks.enqueue(
                 session,
                 tenant_id=lease.tenant_id,
@@ -105,7 +105,7 @@ def reprice(ctx: Context, session: Session) -> None:
             )
         )
         for lease in running:
-            _close_segments(session, lease.id, now)
+            close_segments(session, lease.id, now)
             _open_segment(session, lease, now, price)
             if (
                 lease.state == LeaseState.RUNNING
@@ -129,6 +129,9 @@ def current_price(session: Session, pool: Pool, tier: Tier) -> Decimal:
 
 
 def _open_segment(session: Session, lease: Lease, at: datetime, price: Decimal) -> None:
+    """A new segment at ``price``, never above the lease's ``max_price``: that is a promise."""
+    if lease.max_price is not None:
+        price = min(price, lease.max_price)
     session.add(
         LeaseSegment(
             lease_id=lease.id,
@@ -142,7 +145,7 @@ def _open_segment(session: Session, lease: Lease, at: datetime, price: Decimal) 
     )
 
 
-def _close_segments(session: Session, lease_id: str, at: datetime) -> None:
+def close_segments(session: Session, lease_id: str, at: datetime) -> None:
     session.flush()
     for segment in session.scalars(
         select(LeaseSegment).where(
