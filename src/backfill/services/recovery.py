@@ -78,9 +78,7 @@ def _remaining(lease: Lease, now: float) -> float | None:
     return max(1.0, lease.started_at.timestamp() + lease.duration - now)
 
 
-def _end(
-    session: Session, lease: Lease, state: LeaseState, at: datetime, reason: str = ""
-) -> None:
+def _end(session: Session, lease: Lease, state: LeaseState, at: datetime, reason: str = "") -> None:
     lease.state = state
     lease.ended_at = at
     if reason:
