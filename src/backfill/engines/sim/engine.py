@@ -40,7 +40,7 @@ from backfill.engines.sim.clock import Clock
 from backfill.engines.sim.owner import OwnerJob, OwnerWorkload
 from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPlaceable
 
-_COMPLETE, _NOTICE_END, _RESERVED_START, _RESERVED_END, _OWNER_ARRIVAL = range(5)
+_COMPLETE, _NOTICE_END, _RESERVED_CLAIM, _RESERVED_BEGIN, _RESERVED_END, _OWNER_ARRIVAL = range(6)
 
 
 @dataclass
@@ -126,8 +126,10 @@ class SimEngine(FleetEngine):
             work = _Workload(spec=spec, state=WorkloadState.PENDING, submitted_at=self._now)
             if spec.start_at is not None and spec.start_at > self._now:
                 self._workloads[spec.id] = work
+                # Claim a notice period early, so spot in the way is gone by the start.
                 claim_at = max(self._now, spec.start_at - pool.notice_seconds)
-                self._push(claim_at, _RESERVED_START, spec.id)
+                self._push(claim_at, _RESERVED_CLAIM, spec.id)
+                self._push(spec.start_at, _RESERVED_BEGIN, spec.id)
             else:
                 placement = self._place(spec, pool)
                 if placement is None and not spec.queue:
@@ -216,7 +218,10 @@ class SimEngine(FleetEngine):
             self._end(work, Outcome.COMPLETED, exit_code=0)
         elif kind == _NOTICE_END and work.state is WorkloadState.NOTICED:
             self._end(work, Outcome.PREEMPTED, exit_code=None)
-        elif kind == _RESERVED_START and work.state is WorkloadState.PENDING and not work.claimed:
+        elif kind == _RESERVED_BEGIN and work.state is WorkloadState.PENDING and work.claimed:
+            self._start_if_clear(work)
+            return
+        elif kind == _RESERVED_CLAIM and work.state is WorkloadState.PENDING and not work.claimed:
             placement = self._place(work.spec, self._fleet.pool(work.spec.pool))
             if placement is None:
                 work.state = WorkloadState.QUEUED
@@ -277,6 +282,8 @@ class SimEngine(FleetEngine):
         self._start_if_clear(work)
 
     def _start_if_clear(self, work: _Workload) -> None:
+        if work.spec.start_at is not None and self._now < work.spec.start_at:
+            return  # a reservation never starts before its period (its timer starts it then)
         if any(
             self._holder[node][i] is not None for node, idx in work.claimed.items() for i in idx
         ):
