@@ -519,41 +519,83 @@ def test_reserved_claims_at_start_minus_notice_starts_at_start_and_completes_at_
     check(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _RESERVED_START → _take → _start_if_clear starts a reserved workload as "
-    "soon as its claimed GPUs are clear, at start_at − notice_seconds, not at start_at",
-)
-def test_reserved_on_an_idle_pool_starts_at_its_start_not_a_notice_period_early() -> None:
+def test_freed_gpus_go_to_queued_internal_work_before_a_reserved_lease_that_queued_first() -> None:
+    sim, clock = engine()
+    sim.submit(spec("o1", OD, 8))  # ue-0
+    sim.submit(spec("o2", OD, 8))  # ue-1
+    sim.submit(spec("r1", RES, 8, start_at=START + 200))
+    at(clock, 80)  # start − notice: nothing to claim, so the reserved lease waits in the queue
+    assert sim.workload("r1").state is WorkloadState.QUEUED
+    at(clock, 100)
+    sim.submit(spec("i1", INT, 8, queue=True))
+    check(sim)
+
+    at(clock, 150)
+    sim.stop("o1")
+
+    assert sim.workload("i1").allocation == {"ue-0": ALL8}
+    assert sim.workload("i1").state is WorkloadState.RUNNING
+    assert sim.workload("r1").state is WorkloadState.QUEUED
+    check(sim)
+    at(clock, 300)
+    sim.stop("o2")
+    view = sim.workload("r1")
+    assert (view.state, view.started_at, view.allocation) == (
+        WorkloadState.RUNNING,
+        START + 300,
+        {"ue-1": ALL8},
+    )
+    check(sim)
+
+
+def test_reserved_on_an_idle_pool_claims_early_but_starts_at_its_start() -> None:
     sim, clock = engine()
     sim.submit(spec("r1", RES, 8, start_at=START + 1000, end_at=START + 5000))
 
-    at(clock, 880)  # the GPUs may be claimed now, but the period has not begun
+    at(clock, 880)  # start − notice: the GPUs are claimed, but the period has not begun
+    view = sim.workload("r1")
+    assert (view.state, view.allocation) == (WorkloadState.PENDING, {"ue-0": ALL8})
+    assert pool_usage(sim).claimed == 8
+    check(sim)
+    # Claimed GPUs are not idle: spot gets the other node, and nothing more.
+    at(clock, 900)
+    assert sim.submit(spec("s1", SPOT, 8)).allocation == {"ue-1": ALL8}
+    with pytest.raises(InsufficientCapacity):
+        sim.submit(spec("s2", SPOT, 1))
+    check(sim)
+
+    at(clock, 999)
     assert sim.workload("r1").state is WorkloadState.PENDING
     at(clock, 1000)
-    assert sim.workload("r1").started_at == START + 1000
-    assert brief(sim.poll()) == [(K_START, "r1", 1000)]
+    view = sim.workload("r1")
+    assert (view.state, view.started_at) == (WorkloadState.RUNNING, START + 1000)
+    assert brief(sim.poll()) == [(K_START, "s1", 900), (K_START, "r1", 1000)]
+    assert sim.workload("s1").state is WorkloadState.RUNNING  # it was never in the way
+    check(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _schedule → _start_if_clear starts a pending reserved workload when its "
-    "victim ends early (stopped by its tenant), before start_at",
-)
 def test_reserved_does_not_start_early_when_its_noticed_victim_is_stopped_early() -> None:
     sim, clock = engine()
-    sim.submit(spec("s1", SPOT, 8))
-    sim.submit(spec("s2", SPOT, 8))
+    sim.submit(spec("s1", SPOT, 8))  # ue-0
+    at(clock, 10)
+    sim.submit(spec("s2", SPOT, 8))  # ue-1: less lost work, the victim
     sim.submit(spec("r1", RES, 8, start_at=START + 1000))
     at(clock, 880)
-    victim = next(v.spec.id for v in sim.workloads(tier=SPOT) if v.state is WorkloadState.NOTICED)
+    assert sim.workload("s2").state is WorkloadState.NOTICED
 
     at(clock, 900)
-    sim.stop(victim)
+    sim.stop("s2")  # its tenant stops it before the notice runs out
 
+    view = sim.workload("r1")
+    assert (view.state, view.allocation) == (WorkloadState.PENDING, {"ue-1": ALL8})
+    assert pool_usage(sim).claimed == 8
+    check(sim)
+    at(clock, 999)
     assert sim.workload("r1").state is WorkloadState.PENDING
     at(clock, 1000)
     assert sim.workload("r1").started_at == START + 1000
+    assert brief(sim.poll())[-2:] == [(K_END, "s2", 900), (K_START, "r1", 1000)]
+    check(sim)
 
 
 # --- events and allocations ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 DEFAULT_NOTICE_SECONDS = 120
 MIN_NOTICE_SECONDS = 30
@@ -67,11 +68,11 @@ class Pool:
     def key(self) -> str:
         return pool_key(self.region, self.accelerator)
 
-    @property
+    @cached_property
     def gpus(self) -> int:
         return sum(node.gpus for node in self.nodes)
 
-    @property
+    @cached_property
     def max_node_gpus(self) -> int:
         return max(node.gpus for node in self.nodes)
 

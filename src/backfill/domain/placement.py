@@ -72,11 +72,17 @@ def check_shape(gpus: int, node_sizes: Sequence[int]) -> None:
         raise ShapeError(f"{gpus} GPUs need {gpus // size} nodes of {size}; the pool has {whole}")
 
 
-def place(gpus: int, nodes: Sequence[NodeState], *, may_preempt: bool) -> Placement | None:
-    """Where ``gpus`` GPUs go on ``nodes``, or None when they cannot be had (even by preemption)."""
+def place(
+    gpus: int, nodes: Sequence[NodeState], *, may_preempt: bool, node_size: int | None = None
+) -> Placement | None:
+    """Where ``gpus`` GPUs go on ``nodes``, or None when they cannot be had (even by preemption).
+
+    ``node_size`` is the pool's largest node (what "whole nodes" means); by default the largest
+    of ``nodes``, which a caller that passes a subset of the pool's nodes must give.
+    """
     if not nodes or gpus < 1:
         return None
-    size = max(node.gpus for node in nodes)
+    size = node_size if node_size is not None else max(node.gpus for node in nodes)
     if gpus <= size:
         return _place_on_one_node(gpus, nodes, may_preempt)
     if gpus % size:

@@ -107,7 +107,7 @@ class PoolUsage:
     claimed: int = 0
     """Idle GPUs promised to work that waits for noticed holders to stop."""
     queued_gpus: int = 0
-    """GPUs asked for by the owner's queued work."""
+    """GPUs asked for by queued work: the owner's, and reservations waiting for GPUs."""
 
     @property
     def busy(self) -> int:

@@ -40,6 +40,8 @@ from backfill.engines.sim.clock import Clock
 from backfill.engines.sim.owner import OwnerJob, OwnerWorkload
 from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPlaceable
 
+WARM_UP = 12 * 3600.0
+
 _COMPLETE, _NOTICE_END, _RESERVED_CLAIM, _RESERVED_BEGIN, _RESERVED_END, _OWNER_ARRIVAL = range(6)
 
 
@@ -86,12 +88,31 @@ class SimEngine(FleetEngine):
         self._pool_of: dict[str, Pool] = {}
         self._holder: dict[str, list[str | None]] = {}
         self._claim: dict[str, list[str | None]] = {}
+        # Kept current by _touch, so placement never rescans a pool's every GPU:
+        self._light: dict[str, list[NodeState]] = {}  # per pool: node states without holdings
+        self._slot_of: dict[str, int] = {}  # node → its index in its pool's _light list
+        self._node_free: dict[str, int] = {}
+        self._node_spot: dict[str, int] = {}  # GPUs held by running, unclaimed spot work
+        self._pool_free: dict[str, int] = {}
+        self._freed: dict[str, int] = {}  # per pool: bumped whenever GPUs free up there
+        self._tried: dict[str, int] = {}  # queued work → its pool's _freed at its last try
+        self._pool_spot: dict[str, int] = {}
         for pool in fleet.pools:
-            for node in pool.nodes:
+            self._light[pool.key] = []
+            self._pool_free[pool.key] = pool.gpus
+            self._freed[pool.key] = 0
+            self._pool_spot[pool.key] = 0
+            for index, node in enumerate(pool.nodes):
                 self._pool_of[node.name] = pool
                 self._holder[node.name] = [None] * node.gpus
                 self._claim[node.name] = [None] * node.gpus
+                self._slot_of[node.name] = index
+                self._node_free[node.name] = node.gpus
+                self._node_spot[node.name] = 0
+                self._light[pool.key].append(NodeState(node.name, node.gpus, node.gpus))
         self._workloads: dict[str, _Workload] = {}
+        self._active: set[str] = set()
+        self._waiting: set[str] = set()  # placed, waiting for noticed holders (or a start time)
         self._queue: list[str] = []
         self._timers: list[tuple[float, int, int, str]] = []
         self._seq = 0
@@ -101,7 +122,7 @@ class SimEngine(FleetEngine):
         self._next_owner_job: dict[str, OwnerJob] = {}
         if owner is not None:
             for pool in fleet.pools:
-                self._schedule_owner_arrival(pool, self._now)
+                self._warm_start(pool, owner)
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -125,7 +146,7 @@ class SimEngine(FleetEngine):
                 raise ShapeNotPlaceable(str(exc), field="gpus") from None
             work = _Workload(spec=spec, state=WorkloadState.PENDING, submitted_at=self._now)
             if spec.start_at is not None and spec.start_at > self._now:
-                self._workloads[spec.id] = work
+                self._register(work)
                 # Claim a notice period early, so spot in the way is gone by the start.
                 claim_at = max(self._now, spec.start_at - pool.notice_seconds)
                 self._push(claim_at, _RESERVED_CLAIM, spec.id)
@@ -137,7 +158,7 @@ class SimEngine(FleetEngine):
                         f"{spec.gpus} {pool.accelerator} GPUs cannot be had in {pool.key} now",
                         field="gpus",
                     )
-                self._workloads[spec.id] = work
+                self._register(work)
                 if placement is None:
                     work.state = WorkloadState.QUEUED
                     self._queue.append(spec.id)
@@ -185,11 +206,11 @@ class SimEngine(FleetEngine):
     def workloads(self, *, tier: Tier | None = None, active: bool = True) -> list[WorkloadView]:
         with self._lock:
             self._advance()
+            ids = sorted(self._active) if active else list(self._workloads)
             return [
-                work.view()
-                for work in self._workloads.values()
-                if (tier is None or work.spec.tier is tier)
-                and not (active and work.state is WorkloadState.ENDED)
+                self._workloads[wid].view()
+                for wid in ids
+                if tier is None or self._workloads[wid].spec.tier is tier
             ]
 
     # -- time ---------------------------------------------------------------------------------
@@ -239,10 +260,27 @@ class SimEngine(FleetEngine):
 
     def _place(self, spec: WorkloadSpec, pool: Pool) -> Placement | None:
         claimant_may_preempt = may_preempt(spec.tier, Tier.SPOT)
-        return place(spec.gpus, list(self._node_states(pool)), may_preempt=claimant_may_preempt)
+        reachable = self._pool_free[pool.key]
+        if claimant_may_preempt:
+            reachable += self._pool_spot[pool.key]
+        if reachable < spec.gpus:
+            return None  # cannot fit whatever the shape: skip the scan
+        size = pool.max_node_gpus
+        found = place(spec.gpus, self._light[pool.key], may_preempt=False, node_size=size)
+        if found is not None or not claimant_may_preempt or not self._pool_spot[pool.key]:
+            return found  # (with no spot in the pool, preempting finds nothing more)
+        smallest = spec.gpus if spec.gpus <= size else size
+        candidates = list(self._node_states(pool, smallest))
+        return place(spec.gpus, candidates, may_preempt=True, node_size=size)
 
-    def _node_states(self, pool: Pool) -> Iterator[NodeState]:
+    def _node_states(self, pool: Pool, smallest: int) -> Iterator[NodeState]:
+        """Full node states (with preemptible holdings) of the nodes that could host a claim:
+        at least ``smallest`` GPUs, and some of them idle or held by running spot work."""
         for node in pool.nodes:
+            if node.gpus < smallest or not (
+                self._node_spot[node.name] or self._node_free[node.name]
+            ):
+                continue
             holders = self._holder[node.name]
             claims = self._claim[node.name]
             free = sum(1 for h, c in zip(holders, claims, strict=True) if h is None and c is None)
@@ -274,11 +312,13 @@ class SimEngine(FleetEngine):
             for i in chosen:
                 claims[i] = wid
             work.claimed[node] = sorted(chosen)
+            self._touch(node)
         for victim in sorted(placement.victims):
             victim_work = self._workloads[victim]
             if victim_work.state is WorkloadState.RUNNING:
                 self._give_notice(victim_work, reason=f"{work.spec.tier.value} work needs the GPUs")
         work.state = WorkloadState.PENDING
+        self._waiting.add(wid)
         self._start_if_clear(work)
 
     def _start_if_clear(self, work: _Workload) -> None:
@@ -294,7 +334,10 @@ class SimEngine(FleetEngine):
                 self._claim[node][i] = None
                 self._holder[node][i] = wid
         work.held, work.claimed = work.claimed, {}
+        self._waiting.discard(wid)
         work.state = WorkloadState.RUNNING
+        for node in work.held:
+            self._touch(node)
         work.started_at = self._now
         if work.spec.duration is not None:
             self._push(self._now + work.spec.duration, _COMPLETE, wid)
@@ -306,6 +349,8 @@ class SimEngine(FleetEngine):
         work.notice_at = self._now
         work.stop_at = self._now + pool.notice_seconds
         work.reason = reason
+        for node in work.held:
+            self._touch(node)  # a noticed holder is no longer there to be taken
         self._push(work.stop_at, _NOTICE_END, work.spec.id)
         self._emit(work, EventKind.NOTICED)
 
@@ -313,13 +358,18 @@ class SimEngine(FleetEngine):
         wid = work.spec.id
         if work.state is WorkloadState.QUEUED:
             self._queue.remove(wid)
+            self._tried.pop(wid, None)
+        work.state = WorkloadState.ENDED
         for node, idx in work.held.items():
             for i in idx:
                 self._holder[node][i] = None
+            self._touch(node)
         for node, idx in work.claimed.items():
             for i in idx:
                 self._claim[node][i] = None
-        work.state = WorkloadState.ENDED
+            self._touch(node)
+        self._active.discard(wid)
+        self._waiting.discard(wid)
         work.outcome = outcome
         work.exit_code = exit_code
         work.ended_at = self._now
@@ -329,7 +379,8 @@ class SimEngine(FleetEngine):
 
     def _schedule(self) -> None:
         """Start what waits: claimants whose victims are gone, then the queue, by tier."""
-        for work in list(self._workloads.values()):
+        for wid in sorted(self._waiting):
+            work = self._workloads[wid]
             if work.state is WorkloadState.PENDING and work.claimed:
                 self._start_if_clear(work)
         queued = sorted(
@@ -337,12 +388,55 @@ class SimEngine(FleetEngine):
         )  # stable: arrival order within a tier
         for wid in queued:
             work = self._workloads[wid]
+            freed = self._freed[work.spec.pool]
+            if self._tried.get(wid) == freed:
+                continue  # nothing freed in its pool since it last failed to fit
             placement = self._place(work.spec, self._fleet.pool(work.spec.pool))
-            if placement is not None:
+            if placement is None:
+                self._tried[wid] = freed
+            else:
                 self._queue.remove(wid)
+                self._tried.pop(wid, None)
                 self._take(work, placement)
 
+    def _register(self, work: _Workload) -> None:
+        self._workloads[work.spec.id] = work
+        self._active.add(work.spec.id)
+
+    def _touch(self, node: str) -> None:
+        """Recount one node after its holders or claims changed (or a holder was noticed)."""
+        holders, claims = self._holder[node], self._claim[node]
+        free = spot = 0
+        for h, c in zip(holders, claims, strict=True):
+            if c is not None:
+                continue
+            if h is None:
+                free += 1
+            else:
+                work = self._workloads[h]
+                if work.spec.tier.preemptible and work.state is WorkloadState.RUNNING:
+                    spot += 1
+        pool = self._pool_of[node].key
+        if free > self._node_free[node] or spot > self._node_spot[node]:
+            self._freed[pool] += 1
+        self._pool_free[pool] += free - self._node_free[node]
+        self._pool_spot[pool] += spot - self._node_spot[node]
+        self._node_free[node], self._node_spot[node] = free, spot
+        self._light[pool][self._slot_of[node]] = NodeState(node, len(holders), free)
+
     # -- the owner's work ---------------------------------------------------------------------
+
+    def _warm_start(self, pool: Pool, owner: OwnerWorkload) -> None:
+        """Open in the owner's steady state: replay the last ``WARM_UP`` seconds of arrivals
+        and keep the jobs that would still be running (with what is left of them)."""
+        job = owner.next_job(pool, self._now - WARM_UP)
+        while job.at < self._now:
+            left = job.at + job.duration - self._now
+            if left > 0:
+                self._submit_owner_job(pool, OwnerJob(at=self._now, gpus=job.gpus, duration=left))
+            job = owner.next_job(pool, job.at)
+        self._push(job.at, _OWNER_ARRIVAL, pool.key)
+        self._next_owner_job[pool.key] = job
 
     def _schedule_owner_arrival(self, pool: Pool, after: float) -> None:
         assert self._owner is not None
@@ -352,6 +446,10 @@ class SimEngine(FleetEngine):
 
     def _owner_arrives(self, pool: Pool) -> None:
         job = self._next_owner_job[pool.key]
+        self._submit_owner_job(pool, job)
+        self._schedule_owner_arrival(pool, job.at)
+
+    def _submit_owner_job(self, pool: Pool, job: OwnerJob) -> None:
         self._owner_jobs += 1
         spec = WorkloadSpec(
             id=f"internal-{self._owner_jobs:07d}",
@@ -363,14 +461,13 @@ class SimEngine(FleetEngine):
             queue=True,
         )
         work = _Workload(spec=spec, state=WorkloadState.PENDING, submitted_at=self._now)
-        self._workloads[spec.id] = work
+        self._register(work)
         placement = self._place(spec, pool)
         if placement is None:
             work.state = WorkloadState.QUEUED
             self._queue.append(spec.id)
         else:
             self._take(work, placement)
-        self._schedule_owner_arrival(pool, job.at)
 
     # -- reading ------------------------------------------------------------------------------
 

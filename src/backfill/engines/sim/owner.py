@@ -45,6 +45,7 @@ class OwnerWorkload:
         self.mean_duration = mean_duration
         self.sizes = sizes
         self._rngs: dict[str, random.Random] = {}
+        self._sizes: dict[str, list[int]] = {}
 
     def load(self, t: float) -> float:
         """Expected share of a pool's GPUs busy with the owner's work at time ``t``."""
@@ -54,7 +55,9 @@ class OwnerWorkload:
     def next_job(self, pool: Pool, after: float) -> OwnerJob:
         """The pool's next job arriving after ``after`` (thinning of a non-homogeneous process)."""
         rng = self._rngs.setdefault(pool.key, random.Random(f"{self.seed}:{pool.key}"))
-        sizes = [s for s in self.sizes if _fits(s, pool)] or [1]
+        sizes = self._sizes.get(pool.key)
+        if sizes is None:
+            sizes = self._sizes[pool.key] = [s for s in self.sizes if _fits(s, pool)] or [1]
         mean_size = sum(sizes) / len(sizes)
         peak = pool.gpus * (self.mean + self.amplitude) / (mean_size * self.mean_duration)
         t = after
