@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from backfill.services.fleet import PoolView
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Price = Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=13, decimal_places=6)]
@@ -204,21 +207,5 @@ class ClockRead(BaseModel):
     manual: bool
 
 
-def pool_read(view: Any) -> PoolRead:
-    return PoolRead(
-        id=view.key,
-        region=view.region,
-        accelerator=view.accelerator,
-        nodes=view.nodes,
-        gpus_per_node=view.gpus_per_node,
-        gpus=view.gpus,
-        notice_seconds=view.notice_seconds,
-        sellable_floor=view.sellable_floor,
-        prices=view.prices,
-        available=view.available,
-        by_tier=view.by_tier,
-        idle=view.idle,
-        claimed=view.claimed,
-        queued_gpus=view.queued_gpus,
-        revenue=view.revenue,
-    )
+def pool_read(view: PoolView) -> PoolRead:
+    return PoolRead.model_validate({**asdict(view), "id": view.key})

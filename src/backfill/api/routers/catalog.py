@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from backfill.api.auth import context, tenant_id
-from backfill.api.schemas import InstanceType, InstanceTypeList
+from backfill.api.schemas import InstanceType, InstanceTypeList, pool_read
 from backfill.services import fleet as fleet_service
 from backfill.services.context import Context
 
@@ -17,18 +17,5 @@ def list_instance_types(
     """Every pool with its price per GPU-hour and the GPUs that can be had now, per tier."""
     _now, views = fleet_service.pools(ctx)
     return InstanceTypeList(
-        data=[
-            InstanceType(
-                id=v.key,
-                region=v.region,
-                accelerator=v.accelerator,
-                gpus_per_node=v.gpus_per_node,
-                nodes=v.nodes,
-                gpus=v.gpus,
-                notice_seconds=v.notice_seconds,
-                prices=v.prices,
-                available=v.available,
-            )
-            for v in views
-        ]
+        data=[InstanceType.model_validate(pool_read(v).model_dump()) for v in views]
     )
