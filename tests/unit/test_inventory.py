@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backfill.domain.fleet import Prices
+from backfill.domain.fleet import InvalidFleetValue, Prices
 from backfill.errors import InvalidFleetFile
 from backfill.inventory import (
     DEFAULT_INVENTORY_PRICES,
@@ -18,6 +18,8 @@ from backfill.inventory import (
     load_fleet,
     load_fleet_file,
 )
+from backfill.inventory.fleet_from_spec import FleetProblem, build_fleet
+from backfill.inventory.schema import FleetSpec, NodeSpec, PoolSpec, PricesSpec, RegionSpec
 
 ALIBABA_INVENTORY = Path(__file__).parents[3] / "shared/fleets/alibaba_v2026_spot_nodes.csv"
 
@@ -577,6 +579,121 @@ def test_a_bad_toml_value_is_named_with_its_line_and_field(
     assert (error.line, error.field) == (line, field)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "old", "new", "line", "field"),
+    [
+        pytest.param(
+            "bad.yaml",
+            SMALL,
+            "2.49",
+            "2.4900001",
+            9,
+            "regions[0].pools[0].prices.on_demand",
+            id="yaml-seven-places",
+        ),
+        pytest.param(
+            "bad.yaml",
+            SMALL,
+            '"1.99"',
+            '"1000000.01"',
+            10,
+            "regions[0].pools[0].prices.reserved",
+            id="yaml-over-a-million",
+        ),
+        pytest.param(
+            "bad.toml",
+            DEMO_TOML,
+            "spot_floor = 1.30",
+            "spot_floor = 1.3000001",
+            21,
+            "regions[0].pools[1].prices.spot_floor",
+            id="toml-seven-places",
+        ),
+    ],
+)
+def test_a_price_the_domain_refuses_is_named_with_its_line_and_field(
+    tmp_path: Path, name: str, text: str, old: str, new: str, line: int, field: str
+) -> None:
+    assert old in text
+    error = rejection(write(tmp_path, name, text.replace(old, new, 1)))
+
+    assert (error.line, error.field) == (line, field)
+    assert field.rsplit(".", 1)[1] in error.message
+
+
+def test_a_price_of_six_places_loads(tmp_path: Path) -> None:
+    fleet = load_fleet(write(tmp_path, "micro.yaml", SMALL.replace("2.49", "2.490001")))
+
+    assert fleet.pools[0].prices.on_demand == Decimal("2.490001")
+
+
+def spec(**changes: object) -> FleetSpec:
+    """A fleet spec built without validation, to reach the rules only the domain checks."""
+    nodes = changes.pop("nodes", 2)
+    pool = PoolSpec.model_construct(
+        accelerator=changes.pop("accelerator", "H100"),
+        nodes=nodes,
+        gpus_per_node=changes.pop("gpus_per_node", None if isinstance(nodes, list) else 8),
+        notice_seconds=changes.pop("pool_notice", None),
+        sellable_floor=None,
+        prices=PricesSpec.model_construct(
+            on_demand=Decimal("2.49"), reserved=Decimal("1.99"), spot_floor=Decimal("0.90")
+        ),
+    )
+    region = RegionSpec.model_construct(name=changes.pop("region", "us-east"), pools=[pool])
+    return FleetSpec.model_construct(
+        name=changes.pop("name", "small"),
+        notice_seconds=changes.pop("notice_seconds", None),
+        regions=[region],
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "loc"),
+    [
+        pytest.param({"notice_seconds": 10}, ("notice_seconds",), id="fleet-notice"),
+        pytest.param(
+            {"pool_notice": 10}, ("regions", 0, "pools", 0, "notice_seconds"), id="pool-notice"
+        ),
+        pytest.param({"region": "r" * 65}, ("regions", 0, "name"), id="region"),
+        pytest.param(
+            {"accelerator": "A" * 65}, ("regions", 0, "pools", 0, "accelerator"), id="accelerator"
+        ),
+        pytest.param(
+            {"accelerator": "H/100"}, ("regions", 0, "pools", 0, "nodes"), id="generated-node-name"
+        ),
+        pytest.param(
+            {"nodes": [NodeSpec.model_construct(name="a", gpus=65)]},
+            ("regions", 0, "pools", 0, "nodes", 0, "gpus"),
+            id="listed-node-gpus",
+        ),
+        pytest.param(
+            {"nodes": [NodeSpec.model_construct(name="a b", gpus=8)]},
+            ("regions", 0, "pools", 0, "nodes", 0, "name"),
+            id="listed-node-name",
+        ),
+        pytest.param(
+            {"gpus_per_node": 65},
+            ("regions", 0, "pools", 0, "gpus_per_node"),
+            id="counted-node-gpus",
+        ),
+        pytest.param({"name": ""}, ("name",), id="fleet-name"),
+    ],
+)
+def test_a_rule_only_the_domain_checks_is_placed_at_the_field_it_names(
+    changes: dict[str, object], loc: tuple[str | int, ...]
+) -> None:
+    with pytest.raises(FleetProblem) as caught:
+        build_fleet(spec(**changes))
+
+    assert caught.value.loc == loc
+    assert isinstance(caught.value.__cause__, InvalidFleetValue)
+
+
+def test_a_spec_the_domain_accepts_builds_the_fleet() -> None:
+    assert build_fleet(spec()).gpus == 16
+
+
 # --- the Alibaba node inventory ------------------------------------------------------------------
 
 
@@ -730,3 +847,39 @@ def test_a_bad_region_is_a_programming_error(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="region"):
         load_alibaba_inventory(path, region="Not A Region")
+
+
+def test_a_gpu_model_longer_than_64_characters_is_refused_on_its_line(tmp_path: Path) -> None:
+    error = rejection(small_inventory(tmp_path, f"A10,1,64,1\n{'G' * 65},1,64,2\n"))
+
+    assert (error.line, error.field) == (3, "gpu_model")
+
+
+def test_a_node_name_too_long_for_the_domain_is_refused_on_its_line(tmp_path: Path) -> None:
+    error = rejection(small_inventory(tmp_path, f"A10,1,64,1\nA10,1,64,{'7' * 249}\n"))
+
+    assert (error.line, error.field) == (3, "node_name")
+    assert "253" in error.message
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ('"A10\n",1,64,1', "gpu_model"),
+        ('A10,"1\n",64,1', "gpu_capacity_num"),
+        ('A10,1,"64\n",1', "cpu_num"),
+        ('A10,1,64,"1\n"', "node_name"),
+    ],
+)
+def test_a_value_with_a_trailing_newline_is_refused(tmp_path: Path, row: str, field: str) -> None:
+    error = rejection(small_inventory(tmp_path, row + "\n"))
+
+    assert (error.line, error.field) == (3, field)
+
+
+def test_a_region_too_long_for_a_pool_key_is_a_programming_error(tmp_path: Path) -> None:
+    path = small_inventory(tmp_path, "A10,1,64,1\n")
+
+    with pytest.raises(ValueError, match="region"):
+        load_alibaba_inventory(path, region="r" * 65)
+    assert load_alibaba_inventory(path, region="r" * 64).pools[0].region == "r" * 64

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from itertools import product
 
 import pytest
 
 from backfill.domain.admission import PoolLoad, available_now, floor_headroom
-from backfill.domain.fleet import Fleet, Node, Pool, Prices
+from backfill.domain.fleet import Fleet, InvalidFleetValue, Node, Pool, Prices
 from backfill.domain.leases import IllegalTransition, LeaseState, transition
 from backfill.domain.tiers import EXTERNAL_TIERS, Tier, may_preempt
 
@@ -290,3 +291,112 @@ def test_spot_floor_must_not_exceed_on_demand() -> None:
         Prices(on_demand=Decimal("1.00"), reserved=Decimal("0.80"), spot_floor=Decimal("1.01"))
     same = Prices(on_demand=Decimal("1.00"), reserved=Decimal("0.80"), spot_floor=Decimal("1.00"))
     assert same.spot_floor == same.on_demand
+
+
+def refusal(build: Callable[[], object]) -> InvalidFleetValue:
+    """The InvalidFleetValue ``build`` raises: a ValueError whose message names its field."""
+    with pytest.raises(InvalidFleetValue) as caught:
+        build()
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.field in str(caught.value)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", " ", "node 1", "node\t1", "node-1\n", "rack/node-1", "n" * 254, None, 7],
+)
+def test_node_name_must_be_1_to_253_chars_without_whitespace_or_slash(name: object) -> None:
+    assert refusal(lambda: Node(name, 8)).field == "name"  # type: ignore[arg-type]
+
+
+def test_node_name_may_be_253_chars() -> None:
+    assert Node("n" * 253, 8).name == "n" * 253
+
+
+@pytest.mark.parametrize("gpus", [True, False, 8.0, "8", None, 0, -1, 65])
+def test_node_gpus_must_be_an_int_from_1_to_64(gpus: object) -> None:
+    assert refusal(lambda: Node("n-0", gpus)).field == "gpus"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("gpus", [1, 64])
+def test_node_gpus_may_be_1_to_64(gpus: int) -> None:
+    assert Node("n-0", gpus).gpus == gpus
+
+
+@pytest.mark.parametrize("field", ["region", "accelerator"])
+@pytest.mark.parametrize("value", ["", "us east", "us/east", "H\t100", "x" * 65, None])
+def test_pool_region_and_accelerator_are_safe_halves_of_the_key(field: str, value: object) -> None:
+    nodes = (Node("n-0", 8),)
+    names = {"region": "us-east", "accelerator": "H100", field: value}
+
+    assert refusal(lambda: pool(**names, nodes=nodes)).field == field  # type: ignore[arg-type]
+
+
+def test_pool_region_and_accelerator_may_be_64_chars() -> None:
+    p = pool("r" * 64, "A" * 64, nodes=(Node("n-0", 8),))
+
+    assert p.key == f"{'r' * 64}/{'A' * 64}"
+
+
+@pytest.mark.parametrize("notice", [True, 120.0, "120", None])
+def test_pool_notice_must_be_an_int(notice: object) -> None:
+    assert refusal(lambda: pool(notice_seconds=notice)).field == "notice_seconds"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("floor", [True, False, 8.0, "8"])
+def test_pool_sellable_floor_must_be_an_int_or_none(floor: object) -> None:
+    assert refusal(lambda: pool(sellable_floor=floor)).field == "sellable_floor"  # type: ignore[arg-type]
+
+
+def test_pool_rules_name_their_field() -> None:
+    assert refusal(lambda: pool(nodes=())).field == "nodes"
+    assert refusal(lambda: pool(notice_seconds=29)).field == "notice_seconds"
+    assert refusal(lambda: pool(sellable_floor=17)).field == "sellable_floor"
+
+
+@pytest.mark.parametrize("field", ["on_demand", "reserved", "spot_floor"])
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [("0.0000001", "decimal places"), ("0.1234567", "decimal places"), ("1000000.01", "at most")],
+)
+def test_prices_have_at_most_6_places_and_are_at_most_a_million(
+    field: str, value: str, rule: str
+) -> None:
+    values = {"on_demand": Decimal(1_000_000), "reserved": Decimal(0), "spot_floor": Decimal(0)}
+    values[field] = Decimal(value)
+
+    error = refusal(lambda: Prices(**values))
+    assert error.field == field
+    assert rule in str(error)
+
+
+@pytest.mark.parametrize("value", ["0.000001", "1.1234560", "1000000", "1000000.000000", "1E+6"])
+def test_prices_of_micro_units_up_to_a_million_are_allowed(value: str) -> None:
+    price = Prices(on_demand=Decimal(value), reserved=Decimal(value), spot_floor=Decimal(0))
+
+    assert price.on_demand == Decimal(value)
+
+
+def test_price_rules_name_their_field() -> None:
+    assert refusal(lambda: Prices(Decimal(1), Decimal(-1), Decimal(0))).field == "reserved"
+    assert refusal(lambda: Prices(Decimal(1), Decimal(1), Decimal(2))).field == "spot_floor"
+
+
+def test_fleet_must_have_a_pool() -> None:
+    assert refusal(lambda: Fleet(name="empty", pools=())).field == "pools"
+
+
+@pytest.mark.parametrize("name", ["", None])
+def test_fleet_must_have_a_name(name: object) -> None:
+    assert refusal(lambda: Fleet(name=name, pools=(pool(),))).field == "name"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("second_region", ["us-east", "eu-west"])
+def test_fleet_duplicates_are_refused_in_the_pools_field(second_region: str) -> None:
+    first = pool(nodes=(Node("a-0", 8),))
+    second = pool(second_region, nodes=(Node("a-0", 8),))  # the same key, or the same node
+
+    with pytest.raises(InvalidFleetValue) as caught:
+        Fleet(name="dup", pools=(first, second))
+    assert caught.value.field == "pools"
