@@ -7,19 +7,21 @@ taken back when the owner needs it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from backfill.domain.tiers import Tier
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PoolLoad:
     """What one pool holds now, in GPUs."""
 
     total: int
-    by_tier: dict[Tier, int]
+    by_tier: Mapping[Tier, int]
+    """GPUs held now by running (and noticed) work of each tier."""
     claimed: int = 0
-    """GPUs promised to work that waits for a notice to run out."""
+    """Idle GPUs promised to work that waits for noticed holders to stop."""
 
     @property
     def busy(self) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
+from backfill.domain.admission import PoolLoad
 from backfill.domain.fleet import Fleet
 from backfill.domain.tiers import Tier
 
@@ -98,24 +99,13 @@ class EngineEvent:
     exit_code: int | None = None
 
 
-@dataclass(frozen=True)
-class PoolUsage:
+@dataclass(frozen=True, kw_only=True)
+class PoolUsage(PoolLoad):
+    """A pool's load as an engine reports it."""
+
     pool: str
-    total: int
-    by_tier: Mapping[Tier, int]
-    """GPUs held now by running (and noticed) work of each tier."""
-    claimed: int = 0
-    """Idle GPUs promised to work that waits for noticed holders to stop."""
     queued_gpus: int = 0
     """GPUs asked for by queued work: the owner's, and reservations waiting for GPUs."""
-
-    @property
-    def busy(self) -> int:
-        return sum(self.by_tier.values())
-
-    @property
-    def idle(self) -> int:
-        return max(0, self.total - self.busy - self.claimed)
 
 
 class FleetEngine(ABC):

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from backfill.domain.admission import PoolLoad, available_now
+from backfill.domain.admission import available_now
 from backfill.domain.tiers import EXTERNAL_TIERS, Tier
 from backfill.engines.base import WorkloadSpec, WorkloadView
 from backfill.errors import InvalidRequest, NotFound
@@ -54,7 +54,6 @@ def pools(ctx: Context) -> tuple[datetime, list[PoolView]]:
             )
         for pool in ctx.engine.fleet().pools:
             use = usage[pool.key]
-            load = PoolLoad(total=use.total, by_tier=dict(use.by_tier), claimed=use.claimed)
             committed = committed_gpus(session, pool.key, now, None)
             views.append(
                 PoolView(
@@ -68,7 +67,7 @@ def pools(ctx: Context) -> tuple[datetime, list[PoolView]]:
                     sellable_floor=pool.floor,
                     prices={t.value: current_price(session, pool, t) for t in EXTERNAL_TIERS},
                     available={
-                        t.value: available_now(t, load, pool.floor, committed)
+                        t.value: available_now(t, use, pool.floor, committed)
                         for t in EXTERNAL_TIERS
                     },
                     by_tier={t.value: use.by_tier.get(t, 0) for t in Tier},
