@@ -182,3 +182,12 @@ def test_fleet_check_names_file_line_and_field(tmp_path: Path) -> None:
     assert "regions[0].pools[0].prices.on_demand" in result.stdout
     good = _cli(_env(tmp_path), tmp_path, "fleet", "check", "--help")
     assert good.returncode == 0
+
+
+def test_serve_refuses_a_bad_fleet_file_and_creates_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "fleet.toml"
+    bad.write_text('name = "f"\n[[regions]]\nname = "r1"\n')
+    result = _cli(_env(tmp_path / "state"), tmp_path, "serve", "--fleet", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}" in result.stdout and "regions[0].pools" in result.stdout
+    assert not (tmp_path / "state").exists()

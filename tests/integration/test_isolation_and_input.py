@@ -234,3 +234,62 @@ def test_wall_clock_cannot_be_advanced_and_webhook_urls_are_checked(platform: Pl
         response = tenant.put("/v1/webhook", json={"url": url})
         assert response.status_code == 422 and response.json()["error"]["field"] == "url"
     assert tenant.get("/v1/webhook").json() == {"url": None, "secret": None}
+
+
+GOOD_FLEET = """\
+name: upload
+regions:
+  - name: r1
+    pools:
+      - accelerator: H100
+        nodes: 2
+        gpus_per_node: 8
+        prices: {on_demand: "2.00", reserved: "1.50", spot_floor: "0.50"}
+"""
+
+
+def test_fleet_files_are_checked_with_file_line_and_field(platform: Platform) -> None:
+    op = platform.operator
+    before = op.get("/v1/admin/fleet").json()
+    good = op.post(
+        "/v1/admin/fleet/check", params={"filename": "fleet.yaml"}, content=GOOD_FLEET.encode()
+    )
+    assert good.status_code == 200, good.text
+    assert good.json() == {
+        "name": "upload",
+        "regions": ["r1"],
+        "accelerators": ["H100"],
+        "pools": ["r1/H100"],
+        "nodes": 2,
+        "gpus": 16,
+    }
+    bad = GOOD_FLEET.replace('on_demand: "2.00"', 'on_demand: "-2"')
+    response = op.post(
+        "/v1/admin/fleet/check", params={"filename": "fleet.yaml"}, content=bad.encode()
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_fleet_file"
+    assert error["field"] == "regions[0].pools[0].prices.on_demand"
+    assert error["message"].startswith("fleet.yaml:8: regions[0].pools[0].prices.on_demand")
+
+    csv = "gpu_model,gpu_capacity_num,cpu_num,node_name\nA10,1,128,0\nA10,x,128,1\n"
+    response = op.post("/v1/admin/fleet/check", params={"filename": "nodes.csv"}, content=csv)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("nodes.csv:3:")
+
+    for filename in ("../etc/fleet.yaml", "fleet.exe", ".yaml"):
+        response = op.post(
+            "/v1/admin/fleet/check", params={"filename": filename}, content=GOOD_FLEET
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["field"] == "filename"
+    huge = op.post(
+        "/v1/admin/fleet/check",
+        params={"filename": "fleet.yaml"},
+        content=b"#" * (3 * 1024 * 1024),
+    )
+    assert huge.status_code == 413
+    tenant = platform.tenant("not-an-operator")
+    assert tenant.post("/v1/admin/fleet/check", params={"filename": "f.yaml"}).status_code == 403
+    assert op.get("/v1/admin/fleet").json() == before

@@ -10,6 +10,8 @@ from backfill.api.limits import BodyLimit
 from backfill.api.routers import admin, catalog, leases, usage, webhooks
 from backfill.runtime import Runtime
 
+MAX_FLEET_UPLOAD = 2 * 1024 * 1024
+
 
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
@@ -21,7 +23,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     for module in (catalog, leases, usage, webhooks, admin):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=runtime.settings.max_body_bytes,
+        larger={"/v1/admin/fleet/check": MAX_FLEET_UPLOAD},
+    )
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backfill.errors import BackfillError
+from backfill.errors import BackfillError, InvalidFleetFile
 
 STATUS = {
     "invalid_json": 400,
@@ -57,6 +57,8 @@ def _field(loc: tuple[Any, ...]) -> str | None:
 
 async def _backfill_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BackfillError)
+    if isinstance(exc, InvalidFleetFile):  # say where: file:line: field: what
+        return error_response(exc.code, str(exc), exc.field)
     return error_response(exc.code, exc.message, exc.field)
 
 

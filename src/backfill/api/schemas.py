@@ -198,6 +198,15 @@ class FleetRead(BaseModel):
     pools: list[PoolRead]
 
 
+class FleetSummary(BaseModel):
+    name: str
+    regions: list[str]
+    accelerators: list[str]
+    pools: list[str]
+    nodes: int
+    gpus: int
+
+
 class AdvanceRequest(Strict):
     seconds: int = Field(ge=1, le=366 * 86_400)
 

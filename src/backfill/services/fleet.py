@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import func, select
 
 from backfill.domain.admission import available_now
+from backfill.domain.fleet import Fleet
 from backfill.domain.tiers import EXTERNAL_TIERS, Tier
 from backfill.engines.base import WorkloadSpec, WorkloadView
-from backfill.errors import InvalidRequest, NotFound
+from backfill.errors import InvalidFleetFile, InvalidRequest, NotFound
+from backfill.inventory import load_fleet
 from backfill.services.context import Context
 from backfill.services.ids import new_id
 from backfill.services.leases import committed_gpus
@@ -96,6 +100,31 @@ def dashboard(ctx: Context) -> dict[str, Any]:
         "revenue": sum((v.revenue for v in views), Decimal(0)),
         "pools": views,
     }
+
+
+FLEET_FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".csv")
+
+
+def check_file(*, filename: str, content: bytes) -> Fleet:
+    """Validate an uploaded fleet file (YAML, TOML) or inventory CSV; changes nothing.
+
+    Errors are ``InvalidFleetFile`` naming the uploaded file, the line and the field.
+    """
+    name = PurePosixPath(filename).name
+    if name != filename or not name or name.startswith("."):
+        raise InvalidRequest("give a plain file name, such as fleet.yaml", field="filename")
+    if PurePosixPath(name).suffix.lower() not in FLEET_FILE_SUFFIXES:
+        raise InvalidRequest(
+            "the file name must end in " + ", ".join(FLEET_FILE_SUFFIXES), field="filename"
+        )
+    with tempfile.TemporaryDirectory(prefix="backfill-fleet-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(content)
+        try:
+            return load_fleet(path)
+        except InvalidFleetFile as exc:
+            exc.path = name  # the name the operator knows, not our temporary copy's
+            raise
 
 
 def submit_internal(

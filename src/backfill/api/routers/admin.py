@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from backfill.api.auth import context, operator
 from backfill.api.routers.usage import usage_read
@@ -11,6 +12,7 @@ from backfill.api.schemas import (
     ClockRead,
     Dashboard,
     FleetRead,
+    FleetSummary,
     InternalJobCreate,
     InternalJobRead,
     KeyCreated,
@@ -42,6 +44,23 @@ def show_fleet(ctx: Context = Depends(context)) -> FleetRead:
         nodes=fleet.node_count,
         gpus=fleet.gpus,
         pools=[pool_read(v) for v in views],
+    )
+
+
+@router.post("/fleet/check", response_model=FleetSummary)
+async def check_fleet_file(
+    request: Request, filename: str = Query(min_length=1, max_length=255)
+) -> FleetSummary:
+    """Validate a fleet file (YAML, TOML) or inventory CSV sent as the body; changes nothing."""
+    content = await request.body()
+    fleet = await run_in_threadpool(fleet_service.check_file, filename=filename, content=content)
+    return FleetSummary(
+        name=fleet.name,
+        regions=list(fleet.regions),
+        accelerators=list(fleet.accelerators),
+        pools=[pool.key for pool in fleet.pools],
+        nodes=fleet.node_count,
+        gpus=fleet.gpus,
     )
 
 
