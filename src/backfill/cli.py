@@ -22,9 +22,14 @@ app = typer.Typer(
 tenants_app = typer.Typer(help="Tenants and their API keys (operator).", no_args_is_help=True)
 leases_app = typer.Typer(help="Leases of GPUs (tenant).", no_args_is_help=True)
 fleet_app = typer.Typer(help="The fleet and its pools (operator).", no_args_is_help=True)
+internal_app = typer.Typer(
+    help="The owner's own work, submitted by hand as its teams would (operator).",
+    no_args_is_help=True,
+)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(leases_app, name="leases")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(internal_app, name="internal")
 
 # Keys and URLs must never be broken across lines; piped output gets room for whole tables.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -280,6 +285,49 @@ def fleet_check(path: Path) -> None:
         f"[green]ok[/] {fleet.name}: {len(fleet.pools)} pools, {fleet.node_count} nodes, "
         f"{fleet.gpus} GPUs in {', '.join(fleet.regions)}"
     )
+
+
+@internal_app.command("submit")
+def internal_submit(
+    gpus: Annotated[int, typer.Option(help="How many GPUs.")],
+    region: Annotated[str | None, typer.Option()] = None,
+    accelerator: Annotated[str | None, typer.Option()] = None,
+    duration: Annotated[int | None, typer.Option(help="sim: seconds it runs.")] = None,
+    team: Annotated[str, typer.Option(help="The owner's team it belongs to.")] = "owner",
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Submit internal work: it takes GPUs first (spot gets its notice) or queues."""
+    with _client(api_url, key, "operator.key") as client:
+        job = _call(
+            client.submit_internal,
+            gpus=gpus,
+            region=region,
+            accelerator=accelerator,
+            duration=duration,
+            team=team,
+        )
+    _emit(job, as_json, terminal.internal_jobs_line)
+
+
+@internal_app.command("list")
+def internal_list(
+    api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False
+) -> None:
+    with _client(api_url, key, "operator.key") as client:
+        jobs = _call(client.internal_jobs)
+    _emit(jobs, as_json, terminal.internal_jobs)
+
+
+@internal_app.command("end")
+def internal_end(
+    job_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False
+) -> None:
+    """End internal work now."""
+    with _client(api_url, key, "operator.key") as client:
+        job = _call(client.end_internal, job_id)
+    _emit(job, as_json, terminal.internal_jobs_line)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -131,3 +131,24 @@ def usage(data: dict[str, Any]) -> Table:
             str(s["cost"]),
         )
     return table
+
+
+def internal_jobs(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(rows)} internal job(s)")
+    for column in ("id", "team", "pool", "GPUs", "state", "submitted", "started"):
+        table.add_column(column)
+    for job in rows:
+        table.add_row(
+            job["id"],
+            job["team"],
+            job["pool"],
+            str(job["gpus"]),
+            job["state"],
+            job["submitted_at"],
+            job.get("started_at") or "",
+        )
+    return table
+
+
+def internal_jobs_line(job: dict[str, Any]) -> Table:
+    return internal_jobs([job])

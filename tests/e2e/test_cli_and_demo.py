@@ -162,6 +162,26 @@ def test_cli_drives_the_api(served: tuple[str, dict[str, str], Path]) -> None:
     status = json.loads(_cli(env, cwd, "fleet", "status", "--json").stdout)
     assert status["gpus"] == 192
 
+    job = json.loads(
+        _cli(
+            env,
+            cwd,
+            "internal",
+            "submit",
+            "--gpus",
+            "8",
+            "--region",
+            "eu-west",
+            "--accelerator",
+            "A100",
+            "--json",
+        ).stdout
+    )
+    assert job["state"] == "running" and job["pool"] == "eu-west/A100"
+    assert job["id"] in _cli(env, cwd, "internal", "list").stdout
+    ended = json.loads(_cli(env, cwd, "internal", "end", job["id"], "--json").stdout)
+    assert ended["state"] == "ended"
+
     bad = _cli(tenant_env, cwd, "leases", "create", "--tier", "spot", "--gpus", "-1")
     assert bad.returncode == 1
     assert "gpus" in bad.stdout and "invalid_request" in bad.stdout
