@@ -30,6 +30,8 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(leases_app, name="leases")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(internal_app, name="internal")
+bench_app = typer.Typer(help="Benchmarks on real traces.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 # Keys and URLs must never be broken across lines; piped output gets room for whole tables.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -328,6 +330,42 @@ def internal_end(
     with _client(api_url, key, "operator.key") as client:
         job = _call(client.end_internal, job_id)
     _emit(job, as_json, terminal.internal_jobs_line)
+
+
+@bench_app.command("placement")
+def bench_placement(
+    trace: Annotated[Path, typer.Option(help="An openb pod list CSV.")],
+    nodes: Annotated[Path, typer.Option(help="An openb node list CSV.")],
+    policy: Annotated[
+        list[str] | None, typer.Option(help="Policy to run (repeat for several; default: all).")
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds: 42-51, or 42,43.")] = "42-51",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG here.")] = None,
+) -> None:
+    """The FGD paper's placement protocol: share of GPUs allocated as pods arrive."""
+    from backfill.errors import InvalidFile
+    from backfill.placement import bench
+    from backfill.placement.policies import POLICIES
+
+    try:
+        seed_list = bench.parse_seeds(seeds)
+        summaries = bench.benchmark(
+            trace=trace,
+            nodes_file=nodes,
+            policies=policy or list(POLICIES),
+            seeds=seed_list,
+            console=console,
+        )
+    except (ValueError, InvalidFile) as exc:
+        _fail(str(exc))
+    console.print(bench.table(summaries))
+    if json_out is not None:
+        bench.write_json(summaries, json_out)
+        console.print(f"wrote {json_out}")
+    if plot_out is not None:
+        bench.plot(summaries, plot_out)
+        console.print(f"wrote {plot_out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

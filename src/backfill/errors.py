@@ -2,7 +2,9 @@
 
     BackfillError
     ├── InvalidRequest          invalid_request        the request is malformed or breaks a rule
-    │   ├── InvalidFleetFile    invalid_fleet_file     a fleet file or inventory cannot be loaded
+    │   ├── InvalidFile         invalid_file           a file cannot be loaded (says file:line)
+    │   │   ├── InvalidFleetFile invalid_fleet_file    a fleet file or inventory
+    │   │   └── InvalidTrace    invalid_trace          a workload trace
     │   └── ShapeNotPlaceable   shape_not_placeable    the request can never fit the pool's nodes
     ├── Unauthorized            unauthorized           no key, or a key that is not valid
     ├── Forbidden               forbidden              a valid key that may not do this
@@ -35,10 +37,10 @@ class InvalidRequest(BackfillError):
     code = "invalid_request"
 
 
-class InvalidFleetFile(InvalidRequest):
-    """A fleet file or inventory that cannot be loaded; says the file, line and field at fault."""
+class InvalidFile(InvalidRequest):
+    """A file that cannot be loaded; says the file, line and field at fault."""
 
-    code = "invalid_fleet_file"
+    code = "invalid_file"
 
     def __init__(
         self, message: str, *, path: str, line: int | None = None, field: str | None = None
@@ -52,6 +54,18 @@ class InvalidFleetFile(InvalidRequest):
         return (
             f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
         )
+
+
+class InvalidFleetFile(InvalidFile):
+    """A fleet file or inventory that cannot be loaded."""
+
+    code = "invalid_fleet_file"
+
+
+class InvalidTrace(InvalidFile):
+    """A workload trace that cannot be loaded; a truncated file is an error, not a shorter one."""
+
+    code = "invalid_trace"
 
 
 class ShapeNotPlaceable(InvalidRequest):

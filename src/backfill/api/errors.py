@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backfill.errors import BackfillError, InvalidFleetFile
+from backfill.errors import BackfillError, InvalidFile
 
 STATUS = {
     "invalid_json": 400,
@@ -25,7 +25,9 @@ STATUS = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "invalid_request": 422,
+    "invalid_file": 422,
     "invalid_fleet_file": 422,
+    "invalid_trace": 422,
     "shape_not_placeable": 422,
     "internal_error": 500,
     "engine_unavailable": 503,
@@ -57,7 +59,7 @@ def _field(loc: tuple[Any, ...]) -> str | None:
 
 async def _backfill_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BackfillError)
-    if isinstance(exc, InvalidFleetFile):  # say where: file:line: field: what
+    if isinstance(exc, InvalidFile):  # say where: file:line: field: what
         return error_response(exc.code, str(exc), exc.field)
     return error_response(exc.code, exc.message, exc.field)
 

@@ -1,0 +1,100 @@
+"""A cluster's free resources as arrays, and the fit rule, checked over every node at once.
+
+Each GPU holds 1,000 milli. A node with fewer GPUs than the widest node has its missing GPUs
+marked ``ABSENT`` (-1), so they never fit anything and never count as free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from backfill.placement.openb import MILLI, Nodes, Pods
+
+ABSENT = -1
+
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Pod:
+    cpu: int
+    memory: int
+    num_gpu: int
+    gpu_milli: int
+    allowed: BoolArray | None
+    """Per GPU model: may this pod use it (None: any model)."""
+
+    @property
+    def demand(self) -> int:
+        return self.num_gpu * self.gpu_milli
+
+    @property
+    def sharing(self) -> bool:
+        """One GPU, less than all of it: the GPU is chosen, not just the node."""
+        return self.num_gpu == 1 and self.gpu_milli < MILLI
+
+    @staticmethod
+    def of(pods: Pods, index: int, models: tuple[str, ...]) -> Pod:
+        spec = pods.spec[index]
+        allowed = None
+        if spec:
+            allowed = np.array([m in spec for m in models], dtype=np.bool_)
+        return Pod(
+            cpu=int(pods.cpu[index]),
+            memory=int(pods.memory[index]),
+            num_gpu=int(pods.num_gpu[index]),
+            gpu_milli=int(pods.gpu_milli[index]),
+            allowed=allowed,
+        )
+
+
+class Cluster:
+    """Free CPU, memory and per-GPU milli of every node; changed only by ``place``."""
+
+    def __init__(self, nodes: Nodes) -> None:
+        self.nodes = nodes
+        self.cpu = nodes.cpu.copy()
+        self.memory = nodes.memory.copy()
+        width = max(1, int(nodes.gpus.max()))
+        self.gpu = np.full((len(nodes), width), ABSENT, dtype=np.int64)
+        for i, count in enumerate(nodes.gpus):
+            self.gpu[i, :count] = MILLI
+        self.model = nodes.model
+        self.gpu_count = nodes.gpus
+
+    def fits(self, pod: Pod) -> BoolArray:
+        """Which nodes can take ``pod`` now."""
+        ok: BoolArray = (self.cpu >= pod.cpu) & (self.memory >= pod.memory)
+        if pod.num_gpu:
+            if pod.allowed is not None:
+                ok &= pod.allowed[self.model]
+            ok &= (self.gpu >= pod.gpu_milli).sum(axis=1) >= pod.num_gpu
+        return ok
+
+    def whole_gpus(self, node: int, count: int) -> list[int]:
+        """The ``count`` lowest-index fully free GPUs of ``node``."""
+        free = np.flatnonzero(self.gpu[node] == MILLI)
+        return [int(i) for i in free[:count]]
+
+    def tightest_gpu(self, node: int, milli: int) -> int:
+        """For a sharing pod: the fitting GPU with the least free milli (lowest index on ties)."""
+        row = self.gpu[node]
+        candidates = np.flatnonzero(row >= milli)
+        return int(candidates[np.argmin(row[candidates])])
+
+    def place(self, node: int, pod: Pod, gpus: list[int]) -> None:
+        self.cpu[node] -= pod.cpu
+        self.memory[node] -= pod.memory
+        for g in gpus:
+            self.gpu[node, g] -= pod.gpu_milli
+        assert self.cpu[node] >= 0 and self.memory[node] >= 0
+        assert all(self.gpu[node, g] >= 0 for g in gpus)
+
+    @property
+    def used_gpu_milli(self) -> int:
+        present = self.gpu[self.gpu != ABSENT]
+        return int(self.nodes.total_gpu_milli - present.sum())

@@ -1,0 +1,129 @@
+"""The FGD paper's experiment (``../shared/traces/FGD_PROTOCOL.md``), as its simulator runs it.
+
+Pods arrive one at a time in a seeded random order, inflated (or trimmed) until their GPU demand
+is 130 % of the cluster's GPUs; each is placed at once or dropped for good. After each pod,
+``arrived`` and ``used`` are the GPU milli asked for so far and placed so far. The curve's point
+x (0…130) is the mean allocation % over the pods whose arrived % rounds to x; the headline is the
+point at 100.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from backfill.placement.cluster import Cluster, Pod
+from backfill.placement.openb import Nodes, Pods
+
+TUNE = 1.3
+CURVE_POINTS = 131  # 0 … 130 %
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def arrival_order(pods: Pods, cluster_milli: int, seed: int, tune: float = TUNE) -> list[int]:
+    """Indexes of ``pods`` (sorted by name) in arrival order, inflated or trimmed to ``tune``.
+
+    Shuffle with the seed; if the demand T is below target = tune × cluster milli, append
+    copies of randomly drawn pods until the next draw would pass the target; if above, remove
+    random pods until T ≤ target.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(pods)))
+    rng.shuffle(order)
+    demand = pods.demand
+    total = int(demand.sum())
+    target = tune * cluster_milli
+    if total < target:
+        while True:
+            pick = rng.randrange(len(pods))
+            if total + int(demand[pick]) > target:
+                break
+            order.append(pick)
+            total += int(demand[pick])
+    else:
+        while total > target:
+            removed = order.pop(rng.randrange(len(order)))
+            total -= int(demand[removed])
+    return order
+
+
+Policy = Callable[[Cluster, Pod, npt.NDArray[np.bool_]], tuple[int, list[int]] | None]
+"""Given the cluster, a pod and the fitting nodes, the chosen node and its GPUs (None: drop)."""
+
+
+@dataclass
+class RunResult:
+    policy: str
+    seed: int
+    arrived: IntArray
+    used: IntArray
+    cluster_milli: int
+    placed: int = 0
+    dropped: int = 0
+    curve: FloatArray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.curve = allocation_curve(self.arrived, self.used, self.cluster_milli)
+
+    @property
+    def alloc_at_100(self) -> float:
+        return float(self.curve[100])
+
+
+def allocation_curve(arrived: IntArray, used: IntArray, cluster_milli: int) -> FloatArray:
+    """Mean allocation % over the pods whose arrived % rounds to each of 0 … 130."""
+    unit = cluster_milli / 100
+    arrived_pct = np.rint(arrived / unit).astype(np.int64)
+    alloc_pct = used / unit
+    curve = np.full(CURVE_POINTS, np.nan)
+    for x in range(CURVE_POINTS):
+        mask = arrived_pct == x
+        if mask.any():
+            curve[x] = float(alloc_pct[mask].mean())
+    return curve
+
+
+def run(
+    name: str,
+    choose: Policy,
+    nodes: Nodes,
+    pods: Pods,
+    seed: int,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """One seed of the protocol with one policy."""
+    cluster = Cluster(nodes)
+    order = arrival_order(pods, nodes.total_gpu_milli, seed)
+    arrived = np.zeros(len(order), dtype=np.int64)
+    used = np.zeros(len(order), dtype=np.int64)
+    total_arrived = total_used = placed = 0
+    for step, index in enumerate(order):
+        pod = Pod.of(pods, index, nodes.models)
+        total_arrived += pod.demand
+        fitting = cluster.fits(pod)
+        choice = choose(cluster, pod, fitting) if fitting.any() else None
+        if choice is not None:
+            node, gpus = choice
+            cluster.place(node, pod, gpus)
+            total_used += pod.demand
+            placed += 1
+        arrived[step] = total_arrived
+        used[step] = total_used
+        if progress is not None:
+            progress(1)
+    return RunResult(
+        policy=name,
+        seed=seed,
+        arrived=arrived,
+        used=used,
+        cluster_milli=nodes.total_gpu_milli,
+        placed=placed,
+        dropped=len(order) - placed,
+    )
