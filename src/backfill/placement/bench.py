@@ -102,8 +102,7 @@ def benchmark(
                 progress.advance(task, count)
 
             for seed in seeds:
-                choose = POLICIES[name](seed, pods, len(nodes))
-                runs.append(run(name, choose, nodes, pods, seed, progress=advance))
+                runs.append(run(name, POLICIES[name], nodes, pods, seed, progress=advance))
             summaries.append(
                 PolicySummary(name, trace.name, seeds, runs, time.perf_counter() - started)
             )

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from backfill.placement.openb import MILLI, Nodes, Pods
 
 ABSENT = -1
+KINDS = 17  # sharing, and 1 … 16 whole GPUs
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -31,6 +32,11 @@ class Pod:
     @property
     def demand(self) -> int:
         return self.num_gpu * self.gpu_milli
+
+    @property
+    def kind(self) -> int:
+        """Sharing pods are kind 0; whole-GPU pods of k GPUs are kind k (CPU-only: 0, unused)."""
+        return 0 if self.sharing else self.num_gpu
 
     @property
     def sharing(self) -> bool:
@@ -65,6 +71,10 @@ class Cluster:
             self.gpu[i, :count] = MILLI
         self.model = nodes.model
         self.gpu_count = nodes.gpus
+        self.kinds = np.zeros((len(nodes), KINDS), dtype=np.int64)
+        """Per node: how many GPU pods of each kind it holds (column 0 sharing, k: k GPUs)."""
+        self.version = np.zeros(len(nodes), dtype=np.int64)
+        """Per node: bumped on every change, so scores cached per node know when they are stale."""
 
     def fits(self, pod: Pod) -> BoolArray:
         """Which nodes can take ``pod`` now."""
@@ -91,8 +101,16 @@ class Cluster:
         self.memory[node] -= pod.memory
         for g in gpus:
             self.gpu[node, g] -= pod.gpu_milli
+        if pod.num_gpu:
+            self.kinds[node, pod.kind] += 1
+        self.version[node] += 1
         assert self.cpu[node] >= 0 and self.memory[node] >= 0
         assert all(self.gpu[node, g] >= 0 for g in gpus)
+
+    def free_gpu_milli(self, rows: IntArray | slice = slice(None)) -> IntArray:
+        """Per node: free milli over its GPUs (absent GPUs count nothing)."""
+        free: IntArray = np.where(self.gpu[rows] > 0, self.gpu[rows], 0).sum(axis=1)
+        return free
 
     @property
     def used_gpu_milli(self) -> int:

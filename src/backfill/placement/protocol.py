@@ -26,12 +26,27 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-def arrival_order(pods: Pods, cluster_milli: int, seed: int, tune: float = TUNE) -> list[int]:
-    """Indexes of ``pods`` (sorted by name) in arrival order, inflated or trimmed to ``tune``.
+@dataclass(frozen=True)
+class Arrival:
+    """One seed's setup: the pods' arrival order, the nodes' tie-break ranks, and the RNG."""
 
-    Shuffle with the seed; if the demand T is below target = tune × cluster milli, append
-    copies of randomly drawn pods until the next draw would pass the target; if above, remove
-    random pods until T ≤ target.
+    order: list[int]
+    """Indexes of the pods (sorted by name) in arrival order, copies included."""
+    rank: IntArray
+    """Per node (in the nodes' order): its rank; among equal scores the smallest rank wins."""
+    rng: random.Random
+    """The run's one random stream, as left after the set-up (Random policy draws from it)."""
+
+
+def arrive(
+    pods: Pods, node_count: int, cluster_milli: int, seed: int, tune: float = TUNE
+) -> Arrival:
+    """The simulator's set-up, draw for draw in its order (with Python's RNG, not Go's).
+
+    Shuffle the name-sorted pods. If their demand T is below target = tune × cluster milli,
+    draw pods from the name-sorted trace and append copies until a draw's *per-GPU* milli would
+    pass the target (that draw is discarded); if above, remove random pods until T ≤ target.
+    Then draw the nodes' ranks (a permutation), used to break ties.
     """
     rng = random.Random(seed)
     order = list(range(len(pods)))
@@ -42,7 +57,7 @@ def arrival_order(pods: Pods, cluster_milli: int, seed: int, tune: float = TUNE)
     if total < target:
         while True:
             pick = rng.randrange(len(pods))
-            if total + int(demand[pick]) > target:
+            if total + int(pods.gpu_milli[pick]) > target:
                 break
             order.append(pick)
             total += int(demand[pick])
@@ -50,11 +65,22 @@ def arrival_order(pods: Pods, cluster_milli: int, seed: int, tune: float = TUNE)
         while total > target:
             removed = order.pop(rng.randrange(len(order)))
             total -= int(demand[removed])
-    return order
+    permutation = list(range(node_count))
+    rng.shuffle(permutation)
+    return Arrival(order=order, rank=np.array(permutation, dtype=np.int64), rng=rng)
 
 
-Policy = Callable[[Cluster, Pod, npt.NDArray[np.bool_]], tuple[int, list[int]] | None]
-"""Given the cluster, a pod and the fitting nodes, the chosen node and its GPUs (None: drop)."""
+def arrival_order(pods: Pods, cluster_milli: int, seed: int, tune: float = TUNE) -> list[int]:
+    """Just the order of :func:`arrive` (for counting and tests)."""
+    return arrive(pods, 0, cluster_milli, seed, tune).order
+
+
+Choice = tuple[int, list[int]] | None
+Policy = Callable[[Cluster, Pod, npt.NDArray[np.bool_]], Choice]
+"""Given the cluster, a pod and the fitting nodes: the chosen node and its GPUs (None: drop)."""
+
+PolicyFactory = Callable[[Pods, Nodes, Arrival], Policy]
+"""A policy for one run: it may look at the whole (untuned) trace, the nodes and the set-up."""
 
 
 @dataclass
@@ -91,7 +117,7 @@ def allocation_curve(arrived: IntArray, used: IntArray, cluster_milli: int) -> F
 
 def run(
     name: str,
-    choose: Policy,
+    factory: PolicyFactory,
     nodes: Nodes,
     pods: Pods,
     seed: int,
@@ -100,7 +126,9 @@ def run(
 ) -> RunResult:
     """One seed of the protocol with one policy."""
     cluster = Cluster(nodes)
-    order = arrival_order(pods, nodes.total_gpu_milli, seed)
+    arrival = arrive(pods, len(nodes), nodes.total_gpu_milli, seed)
+    choose = factory(pods, nodes, arrival)
+    order = arrival.order
     arrived = np.zeros(len(order), dtype=np.int64)
     used = np.zeros(len(order), dtype=np.int64)
     total_arrived = total_used = placed = 0
@@ -116,8 +144,10 @@ def run(
             placed += 1
         arrived[step] = total_arrived
         used[step] = total_used
-        if progress is not None:
-            progress(1)
+        if progress is not None and step % 256 == 255:
+            progress(256)
+    if progress is not None:
+        progress(len(order) % 256)
     return RunResult(
         policy=name,
         seed=seed,

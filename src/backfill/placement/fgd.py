@@ -1,0 +1,198 @@
+"""FGD: place where the cluster's GPU fragmentation grows least (Weng et al., USENIX ATC 2023).
+
+The *typical pods* are the (cpu, gpu milli, GPUs, models) shapes that cover 95 % of the trace,
+with their shares p_m (summing to 1). A node's fragmentation is
+
+    F(n) = Σ_m p_m · f_m(n)
+
+where f_m(n) is the node's free GPU milli that pod m could not use: all of it when m cannot fit
+(too little CPU, too few GPUs with enough free milli, a model m may not use) or takes no GPU;
+only its GPUs with less free milli than m needs when it can. A pod goes to the node where
+int(100·σ((F(n) − F(n′))/1000)) is highest, n′ being the node after placing it; a sharing pod
+tries every fitting GPU and takes the first best. Memory plays no part in the score.
+
+Scores are cached per node and per pod shape, and only nodes that changed since that shape was
+last scored are recomputed: one placement changes one node.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from backfill.placement.cluster import Cluster, Pod
+from backfill.placement.openb import MILLI, Nodes, Pods
+from backfill.placement.protocol import Arrival, Choice, Policy
+
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+COVERAGE = 0.95
+
+
+def best_node(candidates: IntArray, scores: IntArray, rank: IntArray) -> int:
+    """The highest score; among equals, the smallest rank."""
+    top = candidates[scores == scores.max()]
+    return int(top[np.argmin(rank[top])])
+
+
+@dataclass(frozen=True)
+class TypicalPods:
+    cpu: IntArray
+    milli: IntArray
+    num: IntArray
+    allowed: BoolArray
+    """(typical pod, model): may the pod use a GPU of that model."""
+    share: FloatArray
+    thresholds: IntArray
+    """The distinct milli of the GPU-using typical pods."""
+    threshold_of: IntArray
+    """Per typical pod: index into ``thresholds`` (−1 for CPU-only ones)."""
+
+    def __len__(self) -> int:
+        return len(self.cpu)
+
+
+def typical_pods(pods: Pods, models: tuple[str, ...], coverage: float = COVERAGE) -> TypicalPods:
+    """The shapes that cover ``coverage`` of the (untuned) trace's pods, most frequent first."""
+    keys = Counter(
+        (int(pods.cpu[i]), int(pods.gpu_milli[i]), int(pods.num_gpu[i]), "|".join(sorted(spec)))
+        for i, spec in enumerate(pods.spec)
+    )
+    ranked = sorted(keys.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    expected = coverage * len(pods)
+    chosen: list[tuple[tuple[int, int, int, str], int]] = []
+    covered = 0
+    for key, count in ranked:
+        if covered >= expected:
+            break
+        chosen.append((key, count))
+        covered += count
+    cpu = np.array([k[0] for k, _ in chosen], dtype=np.int64)
+    milli = np.array([k[1] for k, _ in chosen], dtype=np.int64)
+    num = np.array([k[2] for k, _ in chosen], dtype=np.int64)
+    allowed = np.array(
+        [[not k[3] or m in k[3].split("|") for m in models] for k, _ in chosen], dtype=np.bool_
+    ).reshape(len(chosen), len(models))
+    share = np.array([c / covered for _, c in chosen], dtype=np.float64)
+    thresholds = np.unique(milli[milli > 0])
+    threshold_of = np.array(
+        [int(np.searchsorted(thresholds, v)) if v > 0 else -1 for v in milli], dtype=np.int64
+    )
+    return TypicalPods(cpu, milli, num, allowed, share, thresholds, threshold_of)
+
+
+def fragmentation(
+    typical: TypicalPods, cpu: IntArray, gpu: IntArray, model: IntArray
+) -> FloatArray:
+    """F of a batch of node states: free CPU (B), per-GPU free milli (B × W, −1 absent), model."""
+    free = np.where(gpu > 0, gpu, 0)
+    total = free.sum(axis=1).astype(np.float64)
+    present = gpu >= 0
+    t = typical.thresholds
+    # Per threshold: how many GPUs have that much free, and the free milli of those that do not.
+    enough = (gpu[:, None, :] >= t[None, :, None]).sum(axis=2)  # (B, T)
+    small = np.where(
+        present[:, None, :] & (gpu[:, None, :] < t[None, :, None]), free[:, None, :], 0
+    ).sum(axis=2)  # (B, T)
+    result = np.zeros(len(cpu), dtype=np.float64)
+    for m in range(len(typical)):
+        k = typical.threshold_of[m]
+        if k < 0:
+            result += typical.share[m] * total
+            continue
+        fits = (
+            typical.allowed[m][model] & (cpu >= typical.cpu[m]) & (enough[:, k] >= typical.num[m])
+        )
+        result += typical.share[m] * np.where(fits, small[:, k], total)
+    return result
+
+
+def _score(before: FloatArray, after: FloatArray) -> IntArray:
+    sigmoid = 1.0 / (1.0 + np.exp(-(before - after) / 1000.0))
+    return np.trunc(sigmoid * 100).astype(np.int64)
+
+
+class FgdScorer:
+    """Scores (and GPU choices) per node and pod shape, recomputed only for changed nodes."""
+
+    def __init__(self, typical: TypicalPods, cluster_size: int) -> None:
+        self.typical = typical
+        self.size = cluster_size
+        self.frag = np.zeros(cluster_size)
+        self.frag_version = np.full(cluster_size, -1, dtype=np.int64)
+        self.cache: dict[tuple[int, int, int], tuple[IntArray, IntArray, IntArray]] = {}
+
+    def _current_frag(self, cluster: Cluster, nodes: IntArray) -> FloatArray:
+        stale = nodes[self.frag_version[nodes] != cluster.version[nodes]]
+        if len(stale):
+            self.frag[stale] = fragmentation(
+                self.typical, cluster.cpu[stale], cluster.gpu[stale], cluster.model[stale]
+            )
+            self.frag_version[stale] = cluster.version[stale]
+        return self.frag[nodes]
+
+    def scores(self, cluster: Cluster, pod: Pod, nodes: IntArray) -> tuple[IntArray, IntArray]:
+        """(score, GPU for a sharing pod or −1) of each of ``nodes``."""
+        shape = (pod.cpu, pod.gpu_milli, pod.num_gpu)
+        if shape not in self.cache:
+            self.cache[shape] = (
+                np.zeros(self.size, dtype=np.int64),
+                np.full(self.size, -1, dtype=np.int64),
+                np.full(self.size, -1, dtype=np.int64),
+            )
+        score, gpu_choice, version = self.cache[shape]
+        stale = nodes[version[nodes] != cluster.version[nodes]]
+        if len(stale):
+            s, g = self._compute(cluster, pod, stale)
+            score[stale], gpu_choice[stale], version[stale] = s, g, cluster.version[stale]
+        return score[nodes], gpu_choice[nodes]
+
+    def _compute(self, cluster: Cluster, pod: Pod, nodes: IntArray) -> tuple[IntArray, IntArray]:
+        before = self._current_frag(cluster, nodes)
+        cpu_after = cluster.cpu[nodes] - pod.cpu
+        gpu = cluster.gpu[nodes]
+        model = cluster.model[nodes]
+        if not pod.sharing:
+            if pod.num_gpu:
+                whole = gpu == MILLI
+                take = whole & (np.cumsum(whole, axis=1) <= pod.num_gpu)
+                gpu = np.where(take, gpu - MILLI, gpu)
+            after = fragmentation(self.typical, cpu_after, gpu, model)
+            return _score(before, after), np.full(len(nodes), -1, dtype=np.int64)
+        width = gpu.shape[1]
+        rows = np.repeat(np.arange(len(nodes)), width)
+        cols = np.tile(np.arange(width), len(nodes))
+        fits = gpu[rows, cols] >= pod.gpu_milli
+        rows, cols = rows[fits], cols[fits]
+        trial = gpu[rows].copy()
+        trial[np.arange(len(rows)), cols] -= pod.gpu_milli
+        after = fragmentation(self.typical, cpu_after[rows], trial, model[rows])
+        trial_scores = _score(before[rows], after)
+        best = np.full(len(nodes), -1, dtype=np.int64)
+        np.maximum.at(best, rows, trial_scores)
+        # The first (lowest-index) GPU that reaches the node's best score.
+        is_best = trial_scores == best[rows]
+        choice = np.full(len(nodes), width, dtype=np.int64)
+        np.minimum.at(choice, rows[is_best], cols[is_best])
+        return best, choice
+
+
+def fgd_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
+    scorer = FgdScorer(typical_pods(pods, nodes.models), len(nodes))
+
+    def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
+        candidates = np.flatnonzero(fitting)
+        scores, gpus = scorer.scores(cluster, pod, candidates)
+        node = best_node(candidates, scores, arrival.rank)
+        if pod.num_gpu == 0:
+            return node, []
+        if pod.sharing:
+            return node, [int(gpus[np.flatnonzero(candidates == node)[0]])]
+        return node, cluster.whole_gpus(node, pod.num_gpu)
+
+    return choose
