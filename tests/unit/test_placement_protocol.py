@@ -125,7 +125,7 @@ def test_a_pod_that_fits_nowhere_is_dropped_and_counted_as_arrived() -> None:
         node = int(np.flatnonzero(fitting)[0])
         return node, ([c.tightest_gpu(node, p.gpu_milli)] if p.num_gpu else [])
 
-    result = run("first", first_fit, cluster, trace, seed=1)
+    result = run("first", lambda *_: first_fit, cluster, trace, seed=1)
     # Target 1,300 milli: the 1,200 of the trace, and no copy fits under it (each adds 600).
     assert result.placed == 2 and result.dropped == 1
     assert result.arrived.tolist()[-1] == 1200

@@ -182,17 +182,64 @@ class FgdScorer:
         return best, choice
 
 
+def _choose_gpus(cluster: Cluster, pod: Pod, node: int, gpu: int) -> list[int]:
+    if pod.num_gpu == 0:
+        return []
+    if pod.sharing:
+        return [gpu]
+    return cluster.whole_gpus(node, pod.num_gpu)
+
+
 def fgd_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
+    """FGD as published: the best integer score, ties to the smallest rank."""
     scorer = FgdScorer(typical_pods(pods, nodes.models), len(nodes))
 
     def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
         candidates = np.flatnonzero(fitting)
         scores, gpus = scorer.scores(cluster, pod, candidates)
         node = best_node(candidates, scores, arrival.rank)
-        if pod.num_gpu == 0:
-            return node, []
-        if pod.sharing:
-            return node, [int(gpus[np.flatnonzero(candidates == node)[0]])]
-        return node, cluster.whole_gpus(node, pod.num_gpu)
+        return node, _choose_gpus(cluster, pod, node, int(gpus[candidates == node][0]))
+
+    return choose
+
+
+def cpu_per_gpu_milli(pods: Pods) -> float:
+    """The trace's CPU milli per GPU milli, over its GPU pods."""
+    gpu_pods = pods.num_gpu > 0
+    demand = int(pods.demand[gpu_pods].sum())
+    return float(pods.cpu[gpu_pods].sum()) / demand if demand else 0.0
+
+
+def cpu_deficit(cpu: IntArray, free_gpu: IntArray, need: float) -> FloatArray:
+    """CPU milli a node lacks to use its free GPUs at the trace's CPU per GPU."""
+    deficit: FloatArray = np.maximum(0.0, need * free_gpu - cpu)
+    return deficit
+
+
+def backfill_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
+    """Backfill's default: FGD's score, then CPU stewardship among its best nodes.
+
+    On the openb traces almost every pod FGD drops finds GPUs free, but only on nodes whose CPU
+    is used up: those GPUs are stranded. Among the nodes FGD scores best (its integer score ties
+    often), this policy takes the one whose CPU deficit grows least — the CPU a node lacks to use
+    its free GPUs at the trace's CPU per GPU — and only then the smallest rank. Online: one pod
+    at a time, decided on arrival, never retried.
+    """
+    scorer = FgdScorer(typical_pods(pods, nodes.models), len(nodes))
+    need = cpu_per_gpu_milli(pods)
+
+    def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
+        candidates = np.flatnonzero(fitting)
+        scores, gpus = scorer.scores(cluster, pod, candidates)
+        best = scores == scores.max()
+        top = candidates[best]
+        if len(top) > 1:
+            free = cluster.free_gpu_milli(top)
+            before = cpu_deficit(cluster.cpu[top], free, need)
+            after = cpu_deficit(cluster.cpu[top] - pod.cpu, free - pod.demand, need)
+            growth = after - before
+            top = top[growth == growth.min()]
+        node = int(top[np.argmin(arrival.rank[top])])
+        return node, _choose_gpus(cluster, pod, node, int(gpus[candidates == node][0]))
 
     return choose

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from backfill.placement.cluster import ABSENT, Cluster, Pod
-from backfill.placement.fgd import best_node, fgd_policy
+from backfill.placement.fgd import backfill_policy, best_node, fgd_policy
 from backfill.placement.openb import MILLI, Nodes, Pods
 from backfill.placement.protocol import Arrival, Choice, Policy, PolicyFactory
 
@@ -125,5 +125,6 @@ POLICIES: dict[str, PolicyFactory] = {
     "gpupacking": scored(gpu_packing_score),
     "bestfit": scored(best_fit_score),
     "fgd": fgd_policy,
+    "backfill": backfill_policy,
 }
-"""Name → factory, in the published table's order."""
+"""Name → factory: the published baselines in their table's order, then Backfill's own."""
