@@ -75,6 +75,13 @@ class Cluster:
         """Per node: how many GPU pods of each kind it holds (column 0 sharing, k: k GPUs)."""
         self.version = np.zeros(len(nodes), dtype=np.int64)
         """Per node: bumped on every change, so scores cached per node know when they are stale."""
+        # Kept current by place(), so a decision never rescans every GPU of the fleet:
+        self.free = nodes.gpus * MILLI
+        """Per node: free GPU milli."""
+        self.fully_free = nodes.gpus.copy()
+        """Per node: GPUs with all 1,000 milli free."""
+        self.largest = np.where(nodes.gpus > 0, MILLI, 0).astype(np.int64)
+        """Per node: the most free milli on any one GPU."""
 
     def fits(self, pod: Pod) -> BoolArray:
         """Which nodes can take ``pod`` now."""
@@ -82,7 +89,10 @@ class Cluster:
         if pod.num_gpu:
             if pod.allowed is not None:
                 ok &= pod.allowed[self.model]
-            ok &= (self.gpu >= pod.gpu_milli).sum(axis=1) >= pod.num_gpu
+            if pod.gpu_milli >= MILLI:  # whole GPUs
+                ok &= self.fully_free >= pod.num_gpu
+            else:  # one GPU, shared (the loader refuses fractions of several GPUs)
+                ok &= self.largest >= pod.gpu_milli
         return ok
 
     def whole_gpus(self, node: int, count: int) -> list[int]:
@@ -103,13 +113,17 @@ class Cluster:
             self.gpu[node, g] -= pod.gpu_milli
         if pod.num_gpu:
             self.kinds[node, pod.kind] += 1
+            row = self.gpu[node]
+            self.free[node] = row[row > 0].sum()
+            self.fully_free[node] = int((row == MILLI).sum())
+            self.largest[node] = max(0, int(row.max()))
         self.version[node] += 1
-        assert self.cpu[node] >= 0 and self.memory[node] >= 0
-        assert all(self.gpu[node, g] >= 0 for g in gpus)
+        if self.cpu[node] < 0 or self.memory[node] < 0 or (gpus and self.gpu[node, gpus].min() < 0):
+            raise ValueError(f"node {node} cannot hold this pod: the placement broke the fit rule")
 
     def free_gpu_milli(self, rows: IntArray | slice = slice(None)) -> IntArray:
         """Per node: free milli over its GPUs (absent GPUs count nothing)."""
-        free: IntArray = np.where(self.gpu[rows] > 0, self.gpu[rows], 0).sum(axis=1)
+        free: IntArray = self.free[rows]
         return free
 
     @property

@@ -91,24 +91,25 @@ def fragmentation(
 ) -> FloatArray:
     """F of a batch of node states: free CPU (B), per-GPU free milli (B × W, −1 absent), model."""
     free = np.where(gpu > 0, gpu, 0)
-    total = free.sum(axis=1).astype(np.float64)
-    present = gpu >= 0
+    total = free.sum(axis=1)
     t = typical.thresholds
-    # Per threshold: how many GPUs have that much free, and the free milli of those that do not.
-    enough = (gpu[:, None, :] >= t[None, :, None]).sum(axis=2)  # (B, T)
-    small = np.where(
-        present[:, None, :] & (gpu[:, None, :] < t[None, :, None]), free[:, None, :], 0
-    ).sum(axis=2)  # (B, T)
-    result = np.zeros(len(cpu), dtype=np.float64)
-    for m in range(len(typical)):
-        k = typical.threshold_of[m]
-        if k < 0:
-            result += typical.share[m] * total
-            continue
-        fits = (
-            typical.allowed[m][model] & (cpu >= typical.cpu[m]) & (enough[:, k] >= typical.num[m])
-        )
-        result += typical.share[m] * np.where(fits, small[:, k], total)
+    if len(t) == 0:
+        only_cpu: FloatArray = total * float(typical.share.sum())
+        return only_cpu
+    # Per threshold: how many GPUs have that much free, and the free milli of those that don't.
+    at_least = gpu[:, None, :] >= t[None, :, None]  # (B, T, W)
+    enough = at_least.sum(axis=2)
+    small = np.where(at_least, 0, free[:, None, :]).sum(axis=2)  # absent GPUs hold 0
+    uses_gpu = typical.threshold_of >= 0
+    k = np.where(uses_gpu, typical.threshold_of, 0)
+    fits = (
+        uses_gpu[None, :]
+        & typical.allowed[:, model].T
+        & (cpu[:, None] >= typical.cpu[None, :])
+        & (enough[:, k] >= typical.num[None, :])
+    )  # (B, M)
+    unusable = np.where(fits, small[:, k], total[:, None])
+    result: FloatArray = unusable @ typical.share
     return result
 
 
@@ -120,9 +121,19 @@ def _score(before: FloatArray, after: FloatArray) -> IntArray:
 class FgdScorer:
     """Scores (and GPU choices) per node and pod shape, recomputed only for changed nodes."""
 
-    def __init__(self, typical: TypicalPods, cluster_size: int) -> None:
+    def __init__(self, typical: TypicalPods, nodes: Nodes) -> None:
         self.typical = typical
-        self.size = cluster_size
+        self.size = cluster_size = len(nodes)
+        # Untouched nodes of the same make (CPU, memory, GPUs, model) score alike: score one
+        # of each make and share it, until a placement makes a node differ.
+        makes = np.stack([nodes.cpu, nodes.memory, nodes.gpus, nodes.model], axis=1)
+        _, first, self.make = np.unique(makes, axis=0, return_index=True, return_inverse=True)
+        self.make = self.make.reshape(-1)
+        pristine = Cluster(nodes)  # every make as it stands before any placement
+        self.make_cpu = pristine.cpu[first]
+        self.make_gpu = pristine.gpu[first]
+        self.make_model = pristine.model[first]
+        self.make_frag = fragmentation(typical, self.make_cpu, self.make_gpu, self.make_model)
         self.frag = np.zeros(cluster_size)
         self.frag_version = np.full(cluster_size, -1, dtype=np.int64)
         self.cache: dict[tuple[int, int, int], tuple[IntArray, IntArray, IntArray]] = {}
@@ -148,36 +159,64 @@ class FgdScorer:
         score, gpu_choice, version = self.cache[shape]
         stale = nodes[version[nodes] != cluster.version[nodes]]
         if len(stale):
-            s, g = self._compute(cluster, pod, stale)
-            score[stale], gpu_choice[stale], version[stale] = s, g, cluster.version[stale]
+            untouched = cluster.version[stale] == 0
+            if untouched.sum() > 1:
+                makes = np.unique(self.make[stale[untouched]])
+                s, g = self._compute(
+                    pod,
+                    self.make_cpu[makes],
+                    self.make_gpu[makes],
+                    self.make_model[makes],
+                    self.make_frag[makes],
+                )
+                lookup_s = np.zeros(len(self.make_cpu), dtype=np.int64)
+                lookup_g = np.zeros(len(self.make_cpu), dtype=np.int64)
+                lookup_s[makes], lookup_g[makes] = s, g
+                fresh = stale[untouched]
+                score[fresh], gpu_choice[fresh] = (
+                    lookup_s[self.make[fresh]],
+                    lookup_g[self.make[fresh]],
+                )
+                version[fresh] = 0
+                stale = stale[~untouched]
+            if len(stale):
+                s, g = self._compute(
+                    pod,
+                    cluster.cpu[stale],
+                    cluster.gpu[stale],
+                    cluster.model[stale],
+                    self._current_frag(cluster, stale),
+                )
+                score[stale], gpu_choice[stale], version[stale] = s, g, cluster.version[stale]
         return score[nodes], gpu_choice[nodes]
 
-    def _compute(self, cluster: Cluster, pod: Pod, nodes: IntArray) -> tuple[IntArray, IntArray]:
-        before = self._current_frag(cluster, nodes)
-        cpu_after = cluster.cpu[nodes] - pod.cpu
-        gpu = cluster.gpu[nodes]
-        model = cluster.model[nodes]
+    def _compute(
+        self, pod: Pod, cpu: IntArray, gpu: IntArray, model: IntArray, before: FloatArray
+    ) -> tuple[IntArray, IntArray]:
+        """Scores (and sharing GPUs) of placing ``pod`` on nodes in these states."""
+        cpu_after = cpu - pod.cpu
+        count = len(cpu)
         if not pod.sharing:
             if pod.num_gpu:
                 whole = gpu == MILLI
                 take = whole & (np.cumsum(whole, axis=1) <= pod.num_gpu)
                 gpu = np.where(take, gpu - MILLI, gpu)
             after = fragmentation(self.typical, cpu_after, gpu, model)
-            return _score(before, after), np.full(len(nodes), -1, dtype=np.int64)
+            return _score(before, after), np.full(count, -1, dtype=np.int64)
         width = gpu.shape[1]
-        rows = np.repeat(np.arange(len(nodes)), width)
-        cols = np.tile(np.arange(width), len(nodes))
+        rows = np.repeat(np.arange(count), width)
+        cols = np.tile(np.arange(width), count)
         fits = gpu[rows, cols] >= pod.gpu_milli
         rows, cols = rows[fits], cols[fits]
         trial = gpu[rows].copy()
         trial[np.arange(len(rows)), cols] -= pod.gpu_milli
         after = fragmentation(self.typical, cpu_after[rows], trial, model[rows])
         trial_scores = _score(before[rows], after)
-        best = np.full(len(nodes), -1, dtype=np.int64)
+        best = np.full(count, -1, dtype=np.int64)
         np.maximum.at(best, rows, trial_scores)
         # The first (lowest-index) GPU that reaches the node's best score.
         is_best = trial_scores == best[rows]
-        choice = np.full(len(nodes), width, dtype=np.int64)
+        choice = np.full(count, width, dtype=np.int64)
         np.minimum.at(choice, rows[is_best], cols[is_best])
         return best, choice
 
@@ -192,7 +231,7 @@ def _choose_gpus(cluster: Cluster, pod: Pod, node: int, gpu: int) -> list[int]:
 
 def fgd_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
     """FGD as published: the best integer score, ties to the smallest rank."""
-    scorer = FgdScorer(typical_pods(pods, nodes.models), len(nodes))
+    scorer = FgdScorer(typical_pods(pods, nodes.models), nodes)
 
     def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
         candidates = np.flatnonzero(fitting)
@@ -225,7 +264,7 @@ def backfill_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
     its free GPUs at the trace's CPU per GPU — and only then the smallest rank. Online: one pod
     at a time, decided on arrival, never retried.
     """
-    scorer = FgdScorer(typical_pods(pods, nodes.models), len(nodes))
+    scorer = FgdScorer(typical_pods(pods, nodes.models), nodes)
     need = cpu_per_gpu_milli(pods)
 
     def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
