@@ -144,11 +144,6 @@ def test_gpu_clustering_tiers() -> None:
     assert choose("gpuclustering", cluster, cpu_pod, [2, 3, 1, 4, 0]) == (4, [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policies.py:113 floors a negative base (a node with > 8000 GPU milli free); "
-    "the simulator's int64 division truncates toward zero. Cannot occur on openb (≤ 8 GPUs).",
-)
 def test_gpu_clustering_base_truncates_toward_zero_on_a_16_gpu_node() -> None:
     cluster = build(nodes((64000, M, 16, "A")), (0, p(0, 1, 500), [0]))
     # Go: 75 + 25·(8000 − 15500)/8000 = 75 + trunc(−23.4375) = 75 − 23 = 52
@@ -214,12 +209,6 @@ def test_typical_pods_cut_shares_and_order() -> None:
     assert tied.share.tolist() == pytest.approx([0.5, 0.25, 0.25])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="openb.py:193 keeps gpu_spec as a frozenset and fgd.py:63 keys on its sorted join, "
-    "so 'V100M16|V100M32|V100M32' (in the gpuspec traces) merges with 'V100M16|V100M32'; "
-    "the simulator keys typical pods on the re-joined gpu_spec string, duplicates kept.",
-)
 def test_typical_pods_key_on_the_spec_string(tmp_path: Path) -> None:
     text = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n"
     text += "p1,1000,100,1,1000,V100M16|V100M32\np2,1000,100,1,1000,V100M16|V100M32|V100M32\n"

@@ -35,6 +35,7 @@ def pods(*rows: tuple[int, int, int, int, str]) -> Pods:
         num_gpu=np.array([r[2] for r in rows], dtype=np.int64),
         gpu_milli=np.array([r[3] for r in rows], dtype=np.int64),
         spec=tuple(frozenset(s.split("|")) if s else frozenset() for r in rows for s in [r[4]]),
+        spec_text=tuple(r[4] for r in rows),
     )
 
 

@@ -60,8 +60,8 @@ class TypicalPods:
 def typical_pods(pods: Pods, models: tuple[str, ...], coverage: float = COVERAGE) -> TypicalPods:
     """The shapes that cover ``coverage`` of the (untuned) trace's pods, most frequent first."""
     keys = Counter(
-        (int(pods.cpu[i]), int(pods.gpu_milli[i]), int(pods.num_gpu[i]), "|".join(sorted(spec)))
-        for i, spec in enumerate(pods.spec)
+        (int(pods.cpu[i]), int(pods.gpu_milli[i]), int(pods.num_gpu[i]), text)
+        for i, text in enumerate(pods.spec_text)
     )
     ranked = sorted(keys.items(), key=lambda item: (item[1], item[0]), reverse=True)
     expected = coverage * len(pods)

@@ -58,6 +58,8 @@ class Pods:
     """Milli of each of its GPUs (1000 for whole GPUs; less for a sharing pod)."""
     spec: tuple[frozenset[str], ...]
     """Allowed GPU models (empty: any)."""
+    spec_text: tuple[str, ...]
+    """``gpu_spec`` as written, empty parts dropped (how the simulator keys typical pods)."""
 
     @property
     def demand(self) -> IntArray:
@@ -165,6 +167,7 @@ def load_pods(path: str | Path) -> Pods:
     names: list[str] = []
     cpu, memory, num_gpu, gpu_milli = [], [], [], []
     spec: list[frozenset[str]] = []
+    spec_text: list[str] = []
     for line, row in _rows(path, POD_COLUMNS):
         names.append(row["name"].strip())
         cpu.append(
@@ -189,8 +192,9 @@ def load_pods(path: str | Path) -> Pods:
             )
         num_gpu.append(count)
         gpu_milli.append(min(milli, MILLI) if count else 0)
-        allowed = row.get("gpu_spec", "")
-        spec.append(frozenset(m.strip() for m in allowed.split("|") if m.strip()))
+        allowed = [m.strip() for m in row.get("gpu_spec", "").split("|") if m.strip()]
+        spec.append(frozenset(allowed))
+        spec_text.append("|".join(allowed))
     order = sorted(range(len(names)), key=names.__getitem__)  # the protocol sorts by name
     return Pods(
         names=tuple(names[i] for i in order),
@@ -199,4 +203,5 @@ def load_pods(path: str | Path) -> Pods:
         num_gpu=np.array(num_gpu, dtype=np.int64)[order],
         gpu_milli=np.array(gpu_milli, dtype=np.int64)[order],
         spec=tuple(spec[i] for i in order),
+        spec_text=tuple(spec_text[i] for i in order),
     )

@@ -110,12 +110,14 @@ def gpu_clustering_score(cluster: Cluster, pod: Pod, nodes: IntArray) -> IntArra
     50, no GPU pods 25, other kinds 0; plus ⌊25·(8000 − free GPU milli)/8000⌋."""
     if pod.num_gpu == 0:
         return np.zeros(len(nodes), dtype=np.int64)
-    base = (25 * (8000 - cluster.free_gpu_milli(nodes))) // 8000
+    spare = 25 * (8000 - cluster.free_gpu_milli(nodes))
+    base = np.sign(spare) * (np.abs(spare) // 8000)  # Go's int64 division truncates toward 0
     kinds = cluster.kinds[nodes]
     present = (kinds > 0).sum(axis=1)
     same = kinds[:, pod.kind] > 0
     tier = np.where(same, np.where(present == 1, 75, 50), np.where(present == 0, 25, 0))
-    return (base + tier).astype(np.int64)
+    scores: IntArray = (base + tier).astype(np.int64)
+    return scores
 
 
 POLICIES: dict[str, PolicyFactory] = {
