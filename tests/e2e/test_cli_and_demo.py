@@ -211,3 +211,72 @@ def test_serve_refuses_a_bad_fleet_file_and_creates_nothing(tmp_path: Path) -> N
     assert result.returncode == 1
     assert f"{bad}" in result.stdout and "regions[0].pools" in result.stdout
     assert not (tmp_path / "state").exists()
+
+
+def test_bench_placement_writes_json_and_a_plot(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(
+        "sn,cpu_milli,memory_mib,gpu,model\n"
+        + "".join(f"n{i},32000,131072,{2 + 2 * (i % 2)},T4\n" for i in range(6))
+    )
+    trace = tmp_path / "pods.csv"
+    trace.write_text(
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n"
+        + "".join(f"p{i:02d},4000,8192,1,{(300, 500, 1000)[i % 3]},\n" for i in range(12))
+        + "p90,2000,4096,0,0,\np91,8000,8192,2,1000,T4\n"
+    )
+    out, plot = tmp_path / "out.json", tmp_path / "out.png"
+    result = _cli(
+        _env(tmp_path),
+        tmp_path,
+        "bench",
+        "placement",
+        "--trace",
+        str(trace),
+        "--nodes",
+        str(nodes),
+        "--policy",
+        "fgd",
+        "--policy",
+        "bestfit",
+        "--seeds",
+        "1-3",
+        "--json",
+        str(out),
+        "--plot",
+        str(plot),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads(out.read_text())
+    assert [r["policy"] for r in document["results"]] == ["fgd", "bestfit"]
+    for r in document["results"]:
+        assert r["trace"] == "pods.csv" and r["seeds"] == [1, 2, 3]
+        assert len(r["alloc_by_arrived"]) == 131
+        assert 0 < r["alloc_at_100"] <= 100
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = _cli(
+        _env(tmp_path),
+        tmp_path,
+        "bench",
+        "placement",
+        "--trace",
+        str(trace),
+        "--nodes",
+        str(nodes),
+        "--policy",
+        "nope",
+    )
+    assert bad.returncode == 1 and "unknown policy" in bad.stdout
+    bad_seeds = _cli(
+        _env(tmp_path),
+        tmp_path,
+        "bench",
+        "placement",
+        "--trace",
+        str(trace),
+        "--nodes",
+        str(nodes),
+        "--seeds",
+        "9-1",
+    )
+    assert bad_seeds.returncode == 1 and "empty" in bad_seeds.stdout

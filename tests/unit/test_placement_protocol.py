@@ -159,3 +159,15 @@ def test_openb_loaders_reject_malformed_rows(tmp_path: Path) -> None:
     (tmp_path / "pods.csv").write_text(pod_header + "p2,1000,100,1,1500,T4|A10\n")
     loaded = load_pods(tmp_path / "pods.csv")
     assert loaded.gpu_milli.tolist() == [1000] and loaded.spec == (frozenset({"T4", "A10"}),)
+
+
+def test_alloc_at_100_on_a_trace_too_coarse_to_reach_exactly_100() -> None:
+    cluster = nodes((4000, 4000, 1, "A"))  # 1,000 milli; pods of 600: 60 %, then 120 %
+    trace = pods((1000, 100, 1, 600, ""), (1000, 100, 1, 600, ""))
+
+    def first_fit(c: Cluster, p: Pod, fitting: np.ndarray) -> tuple[int, list[int]]:
+        return int(np.flatnonzero(fitting)[0]), [0]
+
+    result = run("first", lambda *_: first_fit, cluster, trace, seed=3)
+    assert np.isnan(result.curve[100])
+    assert result.alloc_at_100 == 60.0  # after the first pod, the last at or below 100 %

@@ -99,7 +99,14 @@ class RunResult:
 
     @property
     def alloc_at_100(self) -> float:
-        return float(self.curve[100])
+        """The curve at 100 % arrived; on a trace too coarse to have pods there, the allocation
+        after the last pod by which at most 100 % had arrived."""
+        if not np.isnan(self.curve[100]):
+            return float(self.curve[100])
+        reached = np.flatnonzero(self.arrived <= self.cluster_milli)
+        if len(reached) == 0:
+            return 0.0
+        return float(100 * self.used[reached[-1]] / self.cluster_milli)
 
 
 def allocation_curve(arrived: IntArray, used: IntArray, cluster_milli: int) -> FloatArray:
