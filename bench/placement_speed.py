@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +44,8 @@ def main() -> None:
     parser.add_argument("--policy", action="append")
     args = parser.parse_args()
     pods = load_pods(TRACE)
-    pods = type(pods)(  # the stream may use any model: drop the trace's model constraints
-        names=pods.names,
-        cpu=pods.cpu,
-        memory=pods.memory,
-        num_gpu=pods.num_gpu,
-        gpu_milli=pods.gpu_milli,
-        spec=tuple(frozenset() for _ in pods.spec),
-    )
+    # The stream may use any model: drop the trace's model constraints.
+    pods = replace(pods, spec=tuple(frozenset() for _ in pods.spec), spec_text=("",) * len(pods))
     nodes = fleet(args.nodes)
     for name in args.policy or ["backfill", "fgd", "bestfit", "random"]:
         rng = random.Random(7)
