@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from backfill.placement.candidates import Candidates
 from backfill.placement.cluster import Cluster, Pod
 from backfill.placement.openb import MILLI, Nodes, Pods
 from backfill.placement.protocol import Arrival, Choice, Policy
@@ -232,9 +233,10 @@ def _choose_gpus(cluster: Cluster, pod: Pod, node: int, gpu: int) -> list[int]:
 def fgd_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
     """FGD as published: the best integer score, ties to the smallest rank."""
     scorer = FgdScorer(typical_pods(pods, nodes.models), nodes)
+    reachable = Candidates(nodes, arrival.rank)
 
     def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
-        candidates = np.flatnonzero(fitting)
+        candidates = reachable.of(cluster, fitting)
         scores, gpus = scorer.scores(cluster, pod, candidates)
         node = best_node(candidates, scores, arrival.rank)
         return node, _choose_gpus(cluster, pod, node, int(gpus[candidates == node][0]))
@@ -265,10 +267,11 @@ def backfill_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
     at a time, decided on arrival, never retried.
     """
     scorer = FgdScorer(typical_pods(pods, nodes.models), nodes)
+    reachable = Candidates(nodes, arrival.rank)
     need = cpu_per_gpu_milli(pods)
 
     def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
-        candidates = np.flatnonzero(fitting)
+        candidates = reachable.of(cluster, fitting)
         scores, gpus = scorer.scores(cluster, pod, candidates)
         best = scores == scores.max()
         top = candidates[best]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from backfill.placement.candidates import Candidates
 from backfill.placement.cluster import ABSENT, Cluster, Pod
 from backfill.placement.fgd import backfill_policy, best_node, fgd_policy
 from backfill.placement.openb import MILLI, Nodes, Pods
@@ -41,8 +42,10 @@ def scored(score: ScoreFunction) -> PolicyFactory:
     """A policy from a vectorized score over the fitting nodes, with best-fit GPU choice."""
 
     def factory(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
+        reachable = Candidates(nodes, arrival.rank)
+
         def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
-            candidates = np.flatnonzero(fitting)
+            candidates = reachable.of(cluster, fitting)
             node = best_node(candidates, score(cluster, pod, candidates), arrival.rank)
             return node, gpus_for(cluster, node, pod)
 
