@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from backfill.placement.cluster import Cluster, Pod
-from backfill.placement.fgd import cpu_per_gpu_milli, fragmentation, typical_pods
+from backfill.placement.fgd import cpu_per_gpu_milli, fragmentation, model_bound_share, typical_pods
 from backfill.placement.openb import Nodes, Pods, load_pods
 from backfill.placement.policies import (
     POLICIES,
@@ -264,20 +264,29 @@ def test_backfill_breaks_fgd_ties_by_cpu_deficit_growth() -> None:
     # Typical pods: (1000 CPU, 500 milli) share 0.75, CPU-only 8000 share 0.25.
     trace = pods(*[(1000, 0, 1, 500, "")] * 3, (8000, 0, 0, 0, ""))
     assert cpu_per_gpu_milli(trace) == 2.0  # 3000 CPU / 1500 GPU milli; CPU-only pods left out
-    spec = nodes((2500, M, 1, "A"), (2500, M, 1, "A"))
-    cluster = build(spec, (1, p(0, 1, 1000), [0]))  # n1: GPU taken, 2500 CPU free
-    pod = p(1000)
-    # F(n0) = 0.25·1000 before and after (1500 CPU still fits the typical pod); F(n1) = 0:
-    # both score int(100·σ(0)) = 50, so FGD goes by rank.
-    typical = typical_pods(trace, spec.models)
-    states = (at(2500, 1500, 2500, 1500), np.array([[1000], [1000], [0], [0]]), at(0, 0, 0, 0))
-    assert fragmentation(typical, *states).tolist() == [250.0, 250.0, 0.0, 0.0]
-    assert choose("fgd", cluster, pod, [0, 1], trace) == (0, [])
-    assert choose("fgd", cluster, pod, [1, 0], trace) == (1, [])
-    # deficit = max(0, 2·free GPU − CPU): n0 max(0, 2000 − 2500) = 0 → max(0, 2000 − 1500) = 500;
-    # n1 max(0, 0 − 2500) = 0 → 0. n1 grows least, despite its larger rank.
-    assert choose("backfill", cluster, pod, [0, 1], trace) == (1, [])
-    assert choose("backfill", cluster, pod, [1, 0], trace) == (1, [])
+    spec = nodes((20000, M, 8, "A"), (20000, M, 1, "A"))
+    cluster = build(spec, (1, p(0, 1, 1000), [0]))  # n1: its only GPU taken
+    # FGD: the typical GPU pod still fits both nodes afterwards (≥ 1000 CPU left), so ΔF = 0 on
+    # both: int(100·σ(0)) = 50 each, and FGD goes by rank.
+    assert choose("fgd", cluster, p(4500), [0, 1], trace) == (0, [])
+    assert choose("fgd", cluster, p(4500), [1, 0], trace) == (1, [])
+    # deficit = max(0, 2·free GPU milli − CPU): n0 max(0, 16000 − 20000) = 0 → max(0, 16000 −
+    # 15500) = 500; n1 (no free GPU) stays 0. n1 grows least, whatever its rank.
+    assert choose("backfill", cluster, p(4500), [0, 1], trace) == (1, [])
+    assert choose("backfill", cluster, p(4500), [1, 0], trace) == (1, [])
+
+
+def test_backfill_keeps_fgds_gpu_model_when_typical_pods_are_model_bound() -> None:
+    # 2 of 4 typical GPU pods may use only model B: half the mix is model-bound (≥ 5 %).
+    trace = pods(*[(1000, 0, 1, 500, "")] * 2, *[(1000, 0, 1, 500, "B")] * 2)
+    spec = nodes((20000, M, 8, "A"), (20000, M, 1, "B"))
+    cluster = build(spec, (1, p(0, 1, 1000), [0]))  # n1 (model B): its only GPU taken
+    assert model_bound_share(typical_pods(trace, spec.models)) == 0.5
+    # FGD ties (ΔF = 0 on both) and picks by rank; n1 has the smaller deficit growth, but it is
+    # of another model than FGD's choice n0, so Backfill stays on model A: n0.
+    assert choose("fgd", cluster, p(4500), [0, 1], trace) == (0, [])
+    assert choose("backfill", cluster, p(4500), [0, 1], trace) == (0, [])
+    assert choose("backfill", cluster, p(4500), [1, 0], trace) == (1, [])
 
 
 SCORED = ["dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "backfill"]
