@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from backfill.placement.cluster import Cluster
+from backfill.placement.cluster import Cluster, node_makes
 from backfill.placement.openb import Nodes
 
 BoolArray = npt.NDArray[np.bool_]
@@ -19,9 +19,7 @@ IntArray = npt.NDArray[np.int64]
 
 class Candidates:
     def __init__(self, nodes: Nodes, rank: IntArray) -> None:
-        makes = np.stack([nodes.cpu, nodes.memory, nodes.gpus, nodes.model], axis=1)
-        _, make = np.unique(makes, axis=0, return_inverse=True)
-        make = make.reshape(-1)
+        make, _ = node_makes(nodes)
         self._by_make = [
             members[np.argsort(rank[members], kind="stable")]
             for members in (np.flatnonzero(make == m) for m in range(int(make.max()) + 1))

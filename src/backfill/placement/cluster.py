@@ -58,6 +58,13 @@ class Pod:
         )
 
 
+def node_makes(nodes: Nodes) -> tuple[IntArray, IntArray]:
+    """Each node's make (same CPU, memory, GPUs and model), and the first node of each make."""
+    makes = np.stack([nodes.cpu, nodes.memory, nodes.gpus, nodes.model], axis=1)
+    _, first, make = np.unique(makes, axis=0, return_index=True, return_inverse=True)
+    return make.reshape(-1).astype(np.int64), first.astype(np.int64)
+
+
 class Cluster:
     """Free CPU, memory and per-GPU milli of every node; changed only by ``place``."""
 

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from backfill.placement.candidates import Candidates
-from backfill.placement.cluster import Cluster, Pod
+from backfill.placement.cluster import Cluster, Pod, node_makes
 from backfill.placement.openb import MILLI, Nodes, Pods
 from backfill.placement.protocol import Arrival, Choice, Policy
 
@@ -127,9 +127,7 @@ class FgdScorer:
         self.size = cluster_size = len(nodes)
         # Untouched nodes of the same make (CPU, memory, GPUs, model) score alike: score one
         # of each make and share it, until a placement makes a node differ.
-        makes = np.stack([nodes.cpu, nodes.memory, nodes.gpus, nodes.model], axis=1)
-        _, first, self.make = np.unique(makes, axis=0, return_index=True, return_inverse=True)
-        self.make = self.make.reshape(-1)
+        self.make, first = node_makes(nodes)
         pristine = Cluster(nodes)  # every make as it stands before any placement
         self.make_cpu = pristine.cpu[first]
         self.make_gpu = pristine.gpu[first]
