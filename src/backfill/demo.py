@@ -42,14 +42,22 @@ class DemoMarket:
         self.sim_now = sim_now
         self.rng = random.Random(seed)
         self.interval = interval
+        self.attempts = 1
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="demo-market", daemon=True)
 
     def start(self) -> None:
+        """A reserved contract on the largest pool, on-demand leases on the next two."""
+        pools = sorted(self.client.instance_types(), key=lambda p: (-p["gpus"], p["id"]))
         end = datetime.fromtimestamp(self.sim_now() + 30 * 86_400, tz=UTC).isoformat()
-        self._try(tier="reserved", gpus=16, region="us-east", accelerator="A100", end=end)
-        self._try(tier="on_demand", gpus=8, region="us-east", accelerator="H200")
-        self._try(tier="on_demand", gpus=8, region="eu-west", accelerator="H100")
+        self.attempts = max(1, sum(p["gpus"] for p in pools) // 400)
+        for tier, pool, nodes in [
+            ("reserved", pools[0], 2),
+            *(("on_demand", p, 1) for p in pools[1:3]),
+        ]:
+            body = {"region": pool["region"], "accelerator": pool["accelerator"]}
+            gpus = pool["gpus_per_node"] * nodes
+            self._try(tier=tier, gpus=gpus, end=end if tier == "reserved" else None, **body)
         self.thread.start()
 
     def stop(self) -> None:
@@ -59,19 +67,18 @@ class DemoMarket:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             pools = [p for p in self.client.instance_types() if p["available"]["spot"] >= 2]
-            if not pools:
-                continue
-            pool = self.rng.choice(pools)
-            gpus = self.rng.choice([1, 2, 4, 8])
-            if gpus > pool["available"]["spot"]:
-                continue
-            self._try(
-                tier="spot",
-                gpus=gpus,
-                region=pool["region"],
-                accelerator=pool["accelerator"],
-                duration=self.rng.randint(1_800, 6 * 3_600),
-            )
+            for _ in range(self.attempts if pools else 0):
+                pool = self.rng.choice(pools)
+                gpus = self.rng.choice([1, 2, 4, 8])
+                if gpus > pool["available"]["spot"]:
+                    continue
+                self._try(
+                    tier="spot",
+                    gpus=gpus,
+                    region=pool["region"],
+                    accelerator=pool["accelerator"],
+                    duration=self.rng.randint(1_800, 6 * 3_600),
+                )
 
     def _try(self, **body: Any) -> None:
         with contextlib.suppress(ApiError):  # no room now: a real tenant would retry later too
