@@ -44,6 +44,10 @@ _ALLOWED: dict[LeaseState, frozenset[LeaseState]] = {
 }
 
 
+ACTIVE_STATES = tuple(state for state in LeaseState if not state.terminal)
+"""Pending, running or noticed: a lease that holds (or will hold) GPUs."""
+
+
 class IllegalTransition(ValueError):
     pass
 

@@ -135,5 +135,4 @@ class Cluster:
 
     @property
     def used_gpu_milli(self) -> int:
-        present = self.gpu[self.gpu != ABSENT]
-        return int(self.nodes.total_gpu_milli - present.sum())
+        return int(self.nodes.total_gpu_milli - self.free.sum())

@@ -12,7 +12,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from backfill.domain.fleet import Pool
-from backfill.domain.leases import LeaseState
+from backfill.domain.leases import ACTIVE_STATES, LeaseState
 from backfill.domain.placement import ShapeError, check_shape
 from backfill.domain.tiers import Tier
 from backfill.engines.base import WorkloadSpec
@@ -31,7 +31,6 @@ from backfill.store.models import IdempotencyRecord, Lease
 
 MAX_RESERVATION = timedelta(days=366)
 MIN_RESERVATION = timedelta(minutes=1)
-ACTIVE = (LeaseState.PENDING, LeaseState.RUNNING, LeaseState.NOTICED)
 
 
 @dataclass(frozen=True)
@@ -221,7 +220,7 @@ def committed_gpus(session: Session, pool_key: str, start: datetime, end: dateti
         select(func.coalesce(func.sum(Lease.gpus), 0)).where(
             Lease.pool == pool_key,
             Lease.tier.in_([Tier.ON_DEMAND, Tier.RESERVED]),
-            Lease.state.in_(ACTIVE),
+            Lease.state.in_(ACTIVE_STATES),
             overlap,
         )
     )

@@ -9,22 +9,15 @@ as they are, and a lease that ends has them closed at its end.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from backfill.domain.leases import LeaseState
+from backfill.domain.leases import ACTIVE_STATES, LeaseState
 from backfill.domain.tiers import Tier
 from backfill.engines.base import WorkloadSpec
 from backfill.errors import BackfillError, NotFound
-from backfill.services import webhooks
 from backfill.services.context import Context
-from backfill.services.documents import lease_document
-from backfill.services.sync import apply_events, close_segments
+from backfill.services.sync import apply_events, end_lease
 from backfill.store.models import Lease
-
-ACTIVE = (LeaseState.PENDING, LeaseState.RUNNING, LeaseState.NOTICED)
 
 
 def restore(ctx: Context) -> dict[str, int]:
@@ -32,7 +25,7 @@ def restore(ctx: Context) -> dict[str, int]:
     counts = {"kept": 0, "resubmitted": 0, "preempted": 0, "failed": 0}
     now = ctx.engine_now()
     with ctx.lock, ctx.unit_of_work() as session:
-        for lease in session.scalars(select(Lease).where(Lease.state.in_(ACTIVE))):
+        for lease in session.scalars(select(Lease).where(Lease.state.in_(ACTIVE_STATES))):
             try:
                 ctx.engine.workload(lease.id)
             except NotFound:
@@ -41,7 +34,7 @@ def restore(ctx: Context) -> dict[str, int]:
                 counts["kept"] += 1
                 continue
             if lease.state == LeaseState.NOTICED and lease.stop_at and lease.stop_at <= now:
-                _end(session, lease, LeaseState.PREEMPTED, lease.stop_at)
+                end_lease(session, lease, LeaseState.PREEMPTED, lease.stop_at)
                 counts["preempted"] += 1
                 continue
             spec = WorkloadSpec(
@@ -58,7 +51,8 @@ def restore(ctx: Context) -> dict[str, int]:
             try:
                 ctx.engine.submit(spec)
             except BackfillError as exc:
-                _end(session, lease, LeaseState.FAILED, now, reason=f"not restored: {exc}")
+                lease.notice_reason = f"not restored: {exc}"[:200]
+                end_lease(session, lease, LeaseState.FAILED, now)
                 counts["failed"] += 1
                 continue
             if lease.state == LeaseState.NOTICED:
@@ -76,14 +70,3 @@ def _remaining(lease: Lease, now: float) -> float | None:
     if lease.started_at is None:
         return float(lease.duration)
     return max(1.0, lease.started_at.timestamp() + lease.duration - now)
-
-
-def _end(session: Session, lease: Lease, state: LeaseState, at: datetime, reason: str = "") -> None:
-    lease.state = state
-    lease.ended_at = at
-    if reason:
-        lease.notice_reason = reason[:200]
-    close_segments(session, lease.id, at)
-    webhooks.enqueue(
-        session, tenant_id=lease.tenant_id, event_type="lease.ended", data=lease_document(lease)
-    )

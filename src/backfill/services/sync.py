@@ -67,17 +67,21 @@ def apply_events(ctx: Context, session: Session, events: list[EngineEvent]) -> N
             )
         elif event.kind is EventKind.ENDED and not state.terminal:
             assert event.outcome is not None
-            lease.state = _END_STATE[event.outcome]
-            lease.ended_at = at
-            lease.exit_code = event.exit_code
-            close_segments(session, lease.id, at)
-            webhooks.enqueue(
-                session,
-                tenant_id=lease.tenant_id,
-                event_type="lease.ended",
-                data=lease_document(lease),
-            )
+            end_lease(session, lease, _END_STATE[event.outcome], at, exit_code=event.exit_code)
     session.flush()
+
+
+def end_lease(
+    session: Session, lease: Lease, state: LeaseState, at: datetime, *, exit_code: int | None = None
+) -> None:
+    """End a lease at ``at``: its state, its open usage segments closed, a webhook recorded."""
+    lease.state = state
+    lease.ended_at = at
+    lease.exit_code = exit_code
+    close_segments(session, lease.id, at)
+    webhooks.enqueue(
+        session, tenant_id=lease.tenant_id, event_type="lease.ended", data=lease_document(lease)
+    )
 
 
 def reprice(ctx: Context, session: Session) -> None:
