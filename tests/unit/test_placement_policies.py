@@ -6,6 +6,7 @@ Each rule is the FGD simulator's (``bench/notes/fgd_simulator_spec.md``): fixed 
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -13,8 +14,15 @@ import numpy as np
 import pytest
 
 from backfill.placement.cluster import Cluster, Pod
-from backfill.placement.fgd import cpu_per_gpu_milli, fragmentation, model_bound_share, typical_pods
-from backfill.placement.openb import Nodes, Pods, load_pods
+from backfill.placement.fgd import (
+    FgdScorer,
+    TypicalPods,
+    cpu_per_gpu_milli,
+    fragmentation,
+    model_bound_share,
+    typical_pods,
+)
+from backfill.placement.openb import MILLI, Nodes, Pods, load_pods
 from backfill.placement.policies import (
     POLICIES,
     best_fit_score,
@@ -319,3 +327,55 @@ def test_sharing_pods_take_the_tightest_fitting_gpu(name: str) -> None:
     assert choose(name, cluster, p(1000, 1, 300), [0]) == (0, [2])  # 400 on 2 and 4: lowest
     assert choose(name, cluster, p(1000, 1, 500), [0]) == (0, [0])  # 700
     assert choose(name, cluster, p(1000, 1, 800), [0]) == (0, [1])  # 1000 on 1, 3, 5: lowest
+
+
+def _reference_score(typical: TypicalPods, cluster: Cluster, node: int, pod: Pod) -> int:
+    """FGD's score of one node from its own state alone, GPU by GPU for a sharing pod."""
+    cpu, row, model = cluster.cpu[node], cluster.gpu[node], cluster.model[node]
+
+    def frag(c: int, g: np.ndarray) -> float:
+        return float(fragmentation(typical, at(c), g[None, :], at(model))[0])
+
+    before = frag(cpu, row)
+    trials = []
+    if pod.sharing:
+        for i in np.flatnonzero(row >= pod.gpu_milli):
+            after = row.copy()
+            after[i] -= pod.gpu_milli
+            trials.append(after)
+    else:
+        after = row.copy()
+        after[cluster.whole_gpus(node, pod.num_gpu)] -= MILLI
+        trials.append(after)
+    return max(int(100 / (1 + math.exp(-(before - frag(cpu - pod.cpu, t)) / 1000))) for t in trials)
+
+
+def test_fgd_scores_remembered_per_node_state_equal_each_nodes_own_score() -> None:
+    # Nodes that share a state share a remembered score; a run through many states must give
+    # every node exactly the score its own state gives, whatever was scored before or with it.
+    spec = nodes(*[(32000, M, 4, "A")] * 6, *[(64000, M, 8, "B")] * 4, (16000, M, 2, "A"))
+    trace = pods(
+        *[(4000, 0, 1, 500, "")] * 5,
+        *[(2000, 0, 1, 250, "")] * 3,
+        *[(8000, 0, 2, 1000, "")] * 3,
+        *[(12000, 0, 1, 1000, "B")] * 2,
+        (1000, 0, 0, 0, ""),
+    )
+    typical = typical_pods(trace, spec.models)
+    scorer = FgdScorer(typical, spec)
+    cluster = Cluster(spec)
+    rng = random.Random(3)
+    checked = 0
+    for _ in range(120):
+        i = rng.randrange(len(trace))
+        pod = Pod.of(trace, i, spec.models)
+        fitting = np.flatnonzero(cluster.fits(pod))
+        if not len(fitting):
+            continue
+        scores = scorer.scores(cluster, pod, fitting)
+        for node, score in zip(fitting.tolist(), scores.tolist(), strict=True):
+            assert score == _reference_score(typical, cluster, node, pod)
+            checked += 1
+        node = int(fitting[rng.randrange(len(fitting))])
+        cluster.place(node, pod, scorer.gpus(cluster, pod, node))
+    assert checked > 300
