@@ -96,6 +96,9 @@ def serve(
         bool, typer.Option(help="Run the owner's work as a seeded daily pattern.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the owner's workload.")] = 0,
+    placement: Annotated[
+        str, typer.Option(help="Placement policy: backfill, fgd, bestfit or random.")
+    ] = "backfill",
 ) -> None:
     """Run the control plane and its API until stopped."""
     import uvicorn
@@ -111,8 +114,13 @@ def serve(
         speed=speed,
         owner_workload=owner_workload,
         seed=seed,
+        placement=placement,
         data_dir=DATA_DIR,
     )
+    from backfill.placement.pool import ENGINE_POLICIES
+
+    if placement not in ENGINE_POLICIES:
+        _fail(f"--placement must be one of {', '.join(ENGINE_POLICIES)}, not {placement!r}")
     try:
         runtime = Runtime(settings)
     except InvalidFleetFile as exc:

@@ -38,6 +38,8 @@ class Settings:
     owner_workload: bool = False
     """Run the owner's own work as a seeded daily pattern (the demo does)."""
     seed: int = 0
+    placement: str = "backfill"
+    """The placement policy of the sim engine (``backfill``, ``fgd``, ``bestfit``, ``random``)."""
     tick_seconds: float = 1.0
     price_interval: float = 60.0
     operator_key: str | None = None
@@ -74,7 +76,9 @@ class Runtime:
         else:
             raise ValueError(f"clock must be 'wall' or 'manual', not {settings.clock!r}")
         owner = OwnerWorkload(seed=settings.seed) if settings.owner_workload else None
-        self.engine: FleetEngine = SimEngine(self.fleet, self.clock, owner=owner)
+        self.engine: FleetEngine = SimEngine(
+            self.fleet, self.clock, owner=owner, placement=settings.placement
+        )
         if settings.database_url.startswith("sqlite:///"):
             path = Path(settings.database_url.removeprefix("sqlite:///"))
             path.parent.mkdir(parents=True, exist_ok=True)

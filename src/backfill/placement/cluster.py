@@ -128,6 +128,19 @@ class Cluster:
         if self.cpu[node] < 0 or self.memory[node] < 0 or (gpus and self.gpu[node, gpus].min() < 0):
             raise ValueError(f"node {node} cannot hold this pod: the placement broke the fit rule")
 
+    def set_gpus(self, node: int, free: IntArray) -> None:
+        """Set ``node``'s per-GPU free milli outright (an engine whose work also ends does this
+        instead of ``place``). Pod kinds are not tracked this way."""
+        row = self.gpu[node]
+        count = int(self.gpu_count[node])
+        if len(free) != count or int(free.min(initial=0)) < 0 or int(free.max(initial=0)) > MILLI:
+            raise ValueError(f"node {node} has {count} GPUs of 0…{MILLI} milli each")
+        row[:count] = free
+        self.free[node] = int(free.sum())
+        self.fully_free[node] = int((free == MILLI).sum())
+        self.largest[node] = int(free.max(initial=0))
+        self.version[node] += 1
+
     def free_gpu_milli(self, rows: IntArray | slice = slice(None)) -> IntArray:
         """Per node: free milli over its GPUs (absent GPUs count nothing)."""
         free: IntArray = self.free[rows]

@@ -39,6 +39,7 @@ from backfill.engines.base import (
 from backfill.engines.sim.clock import Clock
 from backfill.engines.sim.owner import OwnerJob, OwnerWorkload
 from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPlaceable
+from backfill.placement.pool import DEFAULT_MIX, PoolPlacer
 
 WARM_UP = 12 * 3600.0
 
@@ -80,7 +81,14 @@ class _Workload:
 class SimEngine(FleetEngine):
     name = "sim"
 
-    def __init__(self, fleet: Fleet, clock: Clock, *, owner: OwnerWorkload | None = None) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        clock: Clock,
+        *,
+        owner: OwnerWorkload | None = None,
+        placement: str = "backfill",
+    ) -> None:
         self._fleet = fleet
         self._clock = clock
         self._owner = owner
@@ -97,6 +105,18 @@ class SimEngine(FleetEngine):
         self._freed: dict[str, int] = {}  # per pool: bumped whenever GPUs free up there
         self._tried: dict[str, int] = {}  # queued work → its pool's _freed at its last try
         self._pool_spot: dict[str, int] = {}
+        # Where requests of up to a node go: the placement policy, judged against the request
+        # sizes the owner usually submits, so leases leave room for the owner's next jobs.
+        mix = owner.sizes if owner is not None else DEFAULT_MIX
+        self._placer = {
+            pool.key: PoolPlacer(
+                [n.name for n in pool.nodes],
+                [n.gpus for n in pool.nodes],
+                mix=mix,
+                policy=placement,
+            )
+            for pool in fleet.pools
+        }
         for pool in fleet.pools:
             self._light[pool.key] = []
             self._pool_free[pool.key] = pool.gpus
@@ -266,7 +286,11 @@ class SimEngine(FleetEngine):
         if reachable < spec.gpus:
             return None  # cannot fit whatever the shape: skip the scan
         size = pool.max_node_gpus
-        found = place(spec.gpus, self._light[pool.key], may_preempt=False, node_size=size)
+        if spec.gpus <= size:
+            chosen = self._placer[pool.key].choose(spec.gpus)
+            found = None if chosen is None else Placement(((chosen[0], spec.gpus),), frozenset())
+        else:
+            found = place(spec.gpus, self._light[pool.key], may_preempt=False, node_size=size)
         if found is not None or not claimant_may_preempt or not self._pool_spot[pool.key]:
             return found  # (with no spot in the pool, preempting finds nothing more)
         smallest = spec.gpus if spec.gpus <= size else size
@@ -423,6 +447,9 @@ class SimEngine(FleetEngine):
         self._pool_spot[pool] += spot - self._node_spot[node]
         self._node_free[node], self._node_spot[node] = free, spot
         self._light[pool][self._slot_of[node]] = NodeState(node, len(holders), free)
+        self._placer[pool].update(
+            node, [h is None and c is None for h, c in zip(holders, claims, strict=True)]
+        )
 
     # -- the owner's work ---------------------------------------------------------------------
 
