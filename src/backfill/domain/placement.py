@@ -2,8 +2,9 @@
 
 Rules (the same for internal work and leases):
 
-- A request of up to one node's GPUs sits on one node. Among nodes with enough idle GPUs the
-  tightest fit wins (best fit), so whole nodes stay free for the large requests.
+- A request of up to one node's GPUs sits on one node. Which node, among those with enough idle
+  GPUs, is the placement policy's choice (``backfill.placement.pool``, what the sim engine uses);
+  ``place`` alone takes the tightest fit (best fit), so whole nodes stay free.
 - A larger request takes whole nodes of the pool's largest node size, and must be a whole
   number of them.
 - When idle GPUs are not enough and the claimant may preempt, the GPUs of preemptible holders
