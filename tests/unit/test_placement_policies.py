@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backfill.placement import fgd
 from backfill.placement.cluster import Cluster, Pod
 from backfill.placement.fgd import (
     FgdScorer,
     TypicalPods,
-    cpu_per_gpu_milli,
+    deficit_growth,
     fragmentation,
     model_bound_share,
     typical_pods,
@@ -271,7 +272,7 @@ def test_fgd_places_a_sharing_pod_where_fragmentation_grows_least() -> None:
 def test_backfill_breaks_fgd_ties_by_cpu_deficit_growth() -> None:
     # Typical pods: (1000 CPU, 500 milli) share 0.75, CPU-only 8000 share 0.25.
     trace = pods(*[(1000, 0, 1, 500, "")] * 3, (8000, 0, 0, 0, ""))
-    assert cpu_per_gpu_milli(trace) == 2.0  # 3000 CPU / 1500 GPU milli; CPU-only pods left out
+    # CPU per GPU milli: 3000 CPU / 1500 GPU milli = 2 (CPU-only pods left out).
     spec = nodes((20000, M, 8, "A"), (20000, M, 1, "A"))
     cluster = build(spec, (1, p(0, 1, 1000), [0]))  # n1: its only GPU taken
     # FGD: the typical GPU pod still fits both nodes afterwards (≥ 1000 CPU left), so ΔF = 0 on
@@ -280,6 +281,7 @@ def test_backfill_breaks_fgd_ties_by_cpu_deficit_growth() -> None:
     assert choose("fgd", cluster, p(4500), [1, 0], trace) == (1, [])
     # deficit = max(0, 2·free GPU milli − CPU): n0 max(0, 16000 − 20000) = 0 → max(0, 16000 −
     # 15500) = 500; n1 (no free GPU) stays 0. n1 grows least, whatever its rank.
+    assert deficit_growth(trace, spec)(cluster, p(4500), at(0, 1)).tolist() == [500, 0]
     assert choose("backfill", cluster, p(4500), [0, 1], trace) == (1, [])
     assert choose("backfill", cluster, p(4500), [1, 0], trace) == (1, [])
 
@@ -350,9 +352,14 @@ def _reference_score(typical: TypicalPods, cluster: Cluster, node: int, pod: Pod
     return max(int(100 / (1 + math.exp(-(before - frag(cpu - pod.cpu, t)) / 1000))) for t in trials)
 
 
-def test_fgd_scores_remembered_per_node_state_equal_each_nodes_own_score() -> None:
+@pytest.mark.parametrize("limit", [fgd.MEMO_LIMIT, 5])
+def test_fgd_scores_remembered_per_node_state_equal_each_nodes_own_score(
+    limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Nodes that share a state share a remembered score; a run through many states must give
-    # every node exactly the score its own state gives, whatever was scored before or with it.
+    # every node exactly the score its own state gives, whatever was scored before or with it
+    # (also when the memo keeps starting afresh).
+    monkeypatch.setattr(fgd, "MEMO_LIMIT", limit)
     spec = nodes(*[(32000, M, 4, "A")] * 6, *[(64000, M, 8, "B")] * 4, (16000, M, 2, "A"))
     trace = pods(
         *[(4000, 0, 1, 500, "")] * 5,
@@ -379,3 +386,16 @@ def test_fgd_scores_remembered_per_node_state_equal_each_nodes_own_score() -> No
         node = int(fitting[rng.randrange(len(fitting))])
         cluster.place(node, pod, scorer.gpus(cluster, pod, node))
     assert checked > 300
+
+
+def test_deficit_growth_is_exact_in_lowest_terms_and_bounded() -> None:
+    # 3 pods of (1000 CPU, 300 milli): 3000 / 900 = 10/3 CPU per GPU milli, in units of 1/3.
+    trace = pods(*[(1000, 0, 1, 300, "")] * 3)
+    spec = nodes((4000, M, 1, "A"))
+    growth = deficit_growth(trace, spec)
+    # before max(0, 10·1000 − 3·4000) = 0; a sharing pod: after max(0, 10·700 − 3·3000) = 0;
+    # a CPU-only pod of 2000 leaves 2000 CPU for 1000 free milli: max(0, 10000 − 6000) = 4000.
+    assert growth(Cluster(spec), p(1000, 1, 300), at(0)).tolist() == [0]
+    assert growth(Cluster(spec), p(2000), at(0)).tolist() == [4000]
+    with pytest.raises(ValueError, match="too large"):
+        deficit_growth(trace, nodes((1 << 50, M, 1, "A")))

@@ -17,7 +17,9 @@ last scored are recomputed: one placement changes one node.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,8 +124,13 @@ def _score(before: FloatArray, after: FloatArray) -> IntArray:
     return np.trunc(sigmoid * 100).astype(np.int64)
 
 
-MEMO_LIMIT = 2_000_000
-"""Scores remembered across all pod shapes before the memo starts afresh (bounds its memory)."""
+TieBreak = Callable[[Cluster, Pod, IntArray], IntArray]
+TIE_SHIFT = 50
+TIE_BOUND = 1 << (TIE_SHIFT - 1)
+"""A tie-break must stay within ±TIE_BOUND, so that it never outweighs one point of score."""
+
+MEMO_LIMIT = 500_000
+"""Scores remembered across all pod shapes before the memo starts afresh (~100 MB at most)."""
 
 
 class FgdScorer:
@@ -137,8 +144,13 @@ class FgdScorer:
     looks up the nodes changed since that shape was last scored.
     """
 
-    def __init__(self, typical: TypicalPods, nodes: Nodes) -> None:
+    def __init__(
+        self, typical: TypicalPods, nodes: Nodes, tiebreak: TieBreak | None = None
+    ) -> None:
         self.typical = typical
+        self.tiebreak = tiebreak
+        """If given: ``scores`` gives ``score · 2^TIE_SHIFT − tiebreak`` (cached alike), so the
+        best key is the best score and, among those, the smallest tie-break."""
         self.levels = np.unique(typical.cpu)
         """The only CPU amounts F compares a node's free CPU with."""
         self.buckets = len(self.levels) + 1
@@ -197,7 +209,7 @@ class FgdScorer:
         return [memo[code] for code in codes]
 
     def scores(self, cluster: Cluster, pod: Pod, nodes: IntArray) -> IntArray:
-        """FGD's integer score of placing ``pod`` on each of ``nodes``."""
+        """FGD's integer score of placing ``pod`` on each of ``nodes`` (with the tie-break)."""
         shape = (pod.cpu, pod.gpu_milli, pod.num_gpu)
         if shape not in self.cache:
             self.cache[shape] = (
@@ -207,7 +219,10 @@ class FgdScorer:
         score, version = self.cache[shape]
         stale = nodes[version[nodes] != cluster.version[nodes]]
         if len(stale):
-            score[stale] = [s for s, _ in self._lookup(cluster, pod, stale)]
+            fresh = np.array([s for s, _ in self._lookup(cluster, pod, stale)], dtype=np.int64)
+            if self.tiebreak is not None:
+                fresh = (fresh << TIE_SHIFT) - self.tiebreak(cluster, pod, stale)
+            score[stale] = fresh
             version[stale] = cluster.version[stale]
         return score[nodes]
 
@@ -225,26 +240,33 @@ class FgdScorer:
         self, pod: Pod, cpu: IntArray, gpu: IntArray, model: IntArray
     ) -> list[tuple[int, frozenset[int]]]:
         """(score, best GPUs' free milli for a sharing pod) of placing ``pod`` on these states."""
-        before = fragmentation(self.typical, cpu, gpu, model)
-        cpu_after = cpu - pod.cpu
         count = len(cpu)
         if not pod.sharing:
+            rows = np.arange(count)
+            after = gpu
             if pod.num_gpu:
                 whole = gpu == MILLI
                 take = whole & (np.cumsum(whole, axis=1) <= pod.num_gpu)
-                gpu = np.where(take, gpu - MILLI, gpu)
-            after = fragmentation(self.typical, cpu_after, gpu, model)
+                after = np.where(take, gpu - MILLI, gpu)
+        else:
+            # One trial per distinct free milli on a node: F does not care which GPU it is.
+            width = gpu.shape[1]
+            repeated = (gpu[:, :, None] == gpu[:, None, :]) & np.tri(width, k=-1, dtype=np.bool_)
+            tried = (gpu >= pod.gpu_milli) & ~repeated.any(axis=2)
+            rows, cols = np.nonzero(tried)
+            after = gpu[rows].copy()
+            after[np.arange(len(rows)), cols] -= pod.gpu_milli
+        # Before and after in one batch (F of a row does not depend on its batch).
+        frag = fragmentation(
+            self.typical,
+            np.concatenate([cpu, cpu[rows] - pod.cpu]),
+            np.concatenate([gpu, after]),
+            np.concatenate([model, model[rows]]),
+        )
+        trial_scores = _score(frag[:count][rows], frag[count:])
+        if not pod.sharing:
             none: frozenset[int] = frozenset()
-            return [(s, none) for s in _score(before, after).tolist()]
-        width = gpu.shape[1]
-        rows = np.repeat(np.arange(count), width)
-        cols = np.tile(np.arange(width), count)
-        fits = gpu[rows, cols] >= pod.gpu_milli
-        rows, cols = rows[fits], cols[fits]
-        trial = gpu[rows].copy()
-        trial[np.arange(len(rows)), cols] -= pod.gpu_milli
-        after = fragmentation(self.typical, cpu_after[rows], trial, model[rows])
-        trial_scores = _score(before[rows], after)
+            return [(s, none) for s in trial_scores.tolist()]
         best = np.full(count, -1, dtype=np.int64)
         np.maximum.at(best, rows, trial_scores)
         is_best = trial_scores == best[rows]
@@ -268,17 +290,27 @@ def fgd_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
     return choose
 
 
-def cpu_per_gpu_milli(pods: Pods) -> float:
-    """The trace's CPU milli per GPU milli, over its GPU pods."""
+def deficit_growth(pods: Pods, nodes: Nodes) -> TieBreak:
+    """How much placing a pod grows a node's CPU deficit, exactly: in units of 1/D milli-CPU,
+    the trace's CPU per GPU milli being C/D in lowest terms (so equal growths compare equal)."""
     gpu_pods = pods.num_gpu > 0
-    demand = int(pods.demand[gpu_pods].sum())
-    return float(pods.cpu[gpu_pods].sum()) / demand if demand else 0.0
+    c, d = int(pods.cpu[gpu_pods].sum()), int(pods.demand[gpu_pods].sum())
+    if d == 0:
+        c, d = 0, 1
+    common = math.gcd(c, d) or 1
+    c, d = c // common, d // common
+    largest = c * int(nodes.gpus.max(initial=0)) * MILLI + d * int(nodes.cpu.max(initial=0))
+    if 2 * largest >= TIE_BOUND:
+        raise ValueError("node CPU and GPU amounts too large for the exact CPU-deficit tie-break")
 
+    def growth(cluster: Cluster, pod: Pod, nodes: IntArray) -> IntArray:
+        cpu, free = cluster.cpu[nodes], cluster.free[nodes]
+        before = np.maximum(0, c * free - d * cpu)
+        after = np.maximum(0, c * (free - pod.demand) - d * (cpu - pod.cpu))
+        grown: IntArray = after - before
+        return grown
 
-def cpu_deficit(cpu: IntArray, free_gpu: IntArray, need: float) -> FloatArray:
-    """CPU milli a node lacks to use its free GPUs at the trace's CPU per GPU."""
-    deficit: FloatArray = np.maximum(0.0, need * free_gpu - cpu)
-    return deficit
+    return growth
 
 
 MODEL_BOUND_SHARE = 0.05
@@ -306,25 +338,21 @@ def backfill_policy(pods: Pods, nodes: Nodes, arrival: Arrival) -> Policy:
     pod at a time, decided on arrival, never retried.
     """
     typical = typical_pods(pods, nodes.models)
-    scorer = FgdScorer(typical, nodes)
+    # Keys: FGD's score first, then the least deficit growth (folded into one cached integer).
+    scorer = FgdScorer(typical, nodes, tiebreak=deficit_growth(pods, nodes))
     reachable = Candidates(nodes, arrival.rank)
-    need = cpu_per_gpu_milli(pods)
     keep_model = model_bound_share(typical) >= MODEL_BOUND_SHARE
 
     def choose(cluster: Cluster, pod: Pod, fitting: BoolArray) -> Choice:
         candidates = reachable.of(cluster, fitting)
-        scores = scorer.scores(cluster, pod, candidates)
-        top = candidates[scores == scores.max()]
-        if len(top) > 1:
-            if keep_model:
-                fgd_choice = top[np.argmin(arrival.rank[top])]
-                top = top[cluster.model[top] == cluster.model[fgd_choice]]
-            free = cluster.free_gpu_milli(top)
-            before = cpu_deficit(cluster.cpu[top], free, need)
-            after = cpu_deficit(cluster.cpu[top] - pod.cpu, free - pod.demand, need)
-            growth = after - before
-            top = top[growth == growth.min()]
-        node = int(top[np.argmin(arrival.rank[top])])
+        keys = scorer.scores(cluster, pod, candidates)
+        if keep_model:
+            scores = (keys + TIE_BOUND) >> TIE_SHIFT
+            top = candidates[scores == scores.max()]
+            fgd_choice = top[np.argmin(arrival.rank[top])]
+            same = cluster.model[candidates] == cluster.model[fgd_choice]
+            candidates, keys = candidates[same], keys[same]
+        node = best_node(candidates, keys, arrival.rank)
         return node, scorer.gpus(cluster, pod, node)
 
     return choose
