@@ -213,6 +213,13 @@ def test_serve_refuses_a_bad_fleet_file_and_creates_nothing(tmp_path: Path) -> N
     assert not (tmp_path / "state").exists()
 
 
+def test_serve_refuses_an_unknown_placement_policy_and_creates_nothing(tmp_path: Path) -> None:
+    result = _cli(_env(tmp_path / "state"), tmp_path, "serve", "--placement", "gpuclustering")
+    assert result.returncode == 1
+    assert "--placement must be one of backfill, fgd, bestfit, random" in result.stdout
+    assert not (tmp_path / "state").exists()
+
+
 def test_bench_placement_writes_json_and_a_plot(tmp_path: Path) -> None:
     nodes = tmp_path / "nodes.csv"
     nodes.write_text(
