@@ -2,6 +2,14 @@
 
 from backfill.engines.sim.clock import Clock, ManualClock, WallClock
 from backfill.engines.sim.engine import SimEngine
-from backfill.engines.sim.owner import OwnerWorkload
+from backfill.engines.sim.owner import OwnerSource, OwnerWorkload, TraceOwner
 
-__all__ = ["Clock", "ManualClock", "OwnerWorkload", "SimEngine", "WallClock"]
+__all__ = [
+    "Clock",
+    "ManualClock",
+    "OwnerSource",
+    "OwnerWorkload",
+    "SimEngine",
+    "TraceOwner",
+    "WallClock",
+]

@@ -37,7 +37,7 @@ from backfill.engines.base import (
     WorkloadView,
 )
 from backfill.engines.sim.clock import Clock
-from backfill.engines.sim.owner import OwnerJob, OwnerWorkload
+from backfill.engines.sim.owner import OwnerJob, OwnerSource
 from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPlaceable
 from backfill.placement.pool import DEFAULT_MIX, PoolPlacer
 
@@ -86,7 +86,7 @@ class SimEngine(FleetEngine):
         fleet: Fleet,
         clock: Clock,
         *,
-        owner: OwnerWorkload | None = None,
+        owner: OwnerSource | None = None,
         placement: str = "backfill",
     ) -> None:
         self._fleet = fleet
@@ -453,21 +453,26 @@ class SimEngine(FleetEngine):
 
     # -- the owner's work ---------------------------------------------------------------------
 
-    def _warm_start(self, pool: Pool, owner: OwnerWorkload) -> None:
+    def _warm_start(self, pool: Pool, owner: OwnerSource) -> None:
         """Open in the owner's steady state: replay the last ``WARM_UP`` seconds of arrivals
         and keep the jobs that would still be running (with what is left of them)."""
         job = owner.next_job(pool, self._now - WARM_UP)
-        while job.at < self._now:
+        while job is not None and job.at < self._now:
             left = job.at + job.duration - self._now
             if left > 0:
                 self._submit_owner_job(pool, OwnerJob(at=self._now, gpus=job.gpus, duration=left))
             job = owner.next_job(pool, job.at)
-        self._push(job.at, _OWNER_ARRIVAL, pool.key)
-        self._next_owner_job[pool.key] = job
+        self._expect(pool, job)
 
     def _schedule_owner_arrival(self, pool: Pool, after: float) -> None:
         assert self._owner is not None
-        job = self._owner.next_job(pool, after)
+        self._expect(pool, self._owner.next_job(pool, after))
+
+    def _expect(self, pool: Pool, job: OwnerJob | None) -> None:
+        """Set the pool's next owner arrival (none when the owner's jobs have run out)."""
+        if job is None:
+            self._next_owner_job.pop(pool.key, None)
+            return
         self._push(job.at, _OWNER_ARRIVAL, pool.key)
         self._next_owner_job[pool.key] = job
 

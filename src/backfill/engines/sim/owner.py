@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 from backfill.domain.fleet import Pool
+from backfill.domain.placement import ShapeError, check_shape
+from backfill.traces import Trace
 
 DAY = 86_400.0
 
@@ -76,3 +80,69 @@ def _fits(gpus: int, pool: Pool) -> bool:
         return True
     whole = sum(1 for node in pool.nodes if node.gpus == size)
     return gpus % size == 0 and gpus // size <= max(1, whole // 4)
+
+
+MIX_ENTRIES = 1000
+
+
+class OwnerSource(Protocol):
+    """Where the sim engine's internal work comes from: a pattern or a recorded trace."""
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The request sizes the owner usually submits (what placement keeps room for)."""
+        ...
+
+    def next_job(self, pool: Pool, after: float) -> OwnerJob | None:
+        """The pool's next job arriving after ``after`` (None: no more)."""
+        ...
+
+
+class TraceOwner:
+    """The owner's recorded jobs, replayed as they were submitted (``start`` + each ``submit``).
+
+    Jobs without a pool go to ``default_pool``. A job that can never fit its pool's shape (more
+    GPUs than a node and not a whole number of the pool's largest nodes, or more nodes than the
+    pool has) is refused here, naming the job: a replay must not wait on it forever.
+    """
+
+    def __init__(
+        self, trace: Trace, *, start: float, pools: tuple[Pool, ...], default_pool: str
+    ) -> None:
+        by_key = {pool.key: pool for pool in pools}
+        if default_pool not in by_key:
+            raise ValueError(f"default pool {default_pool!r} is not in the fleet")
+        self._jobs: dict[str, list[OwnerJob]] = {key: [] for key in by_key}
+        counts: Counter[int] = Counter()
+        for job in trace.jobs:
+            key = job.pool or default_pool
+            pool = by_key.get(key)
+            if pool is None:
+                raise ValueError(f"job {job.id!r}: pool {key!r} is not in the fleet")
+            try:
+                check_shape(job.gpus, [node.gpus for node in pool.nodes])
+            except ShapeError as exc:
+                raise ValueError(f"job {job.id!r} cannot run in {key}: {exc}") from exc
+            self._jobs[key].append(
+                OwnerJob(at=start + job.submit, gpus=job.gpus, duration=job.duration)
+            )
+            counts[job.gpus] += 1
+        self._next = dict.fromkeys(by_key, 0)
+        # The mix by frequency, in at most ~1,000 entries (each size at least once).
+        total = sum(counts.values())
+        self._sizes = tuple(
+            size
+            for size, count in sorted(counts.items())
+            for _ in range(max(1, round(MIX_ENTRIES * count / total)))
+        ) or (1,)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self._sizes
+
+    def next_job(self, pool: Pool, after: float) -> OwnerJob | None:
+        jobs, i = self._jobs[pool.key], self._next[pool.key]
+        if i >= len(jobs):
+            return None
+        self._next[pool.key] = i + 1
+        return jobs[i]
