@@ -130,7 +130,8 @@ TIE_BOUND = 1 << (TIE_SHIFT - 1)
 """A tie-break must stay within ±TIE_BOUND, so that it never outweighs one point of score."""
 
 MEMO_LIMIT = 500_000
-"""Scores remembered across all pod shapes before the memo starts afresh (~100 MB at most)."""
+"""Scores remembered across all pod shapes before the memo starts afresh (~100 MB; one
+batch may go past it before the next lookup clears it)."""
 
 
 class FgdScorer:
@@ -191,17 +192,15 @@ class FgdScorer:
         """(score, free milli of the GPUs a sharing pod may take) per node, computed once."""
         shape = (pod.cpu, pod.gpu_milli, pod.num_gpu)
         codes = self._codes(cluster, pod, nodes).tolist()
+        if self.remembered > MEMO_LIMIT:
+            self.memo.clear()
+            self.remembered = 0
         memo = self.memo.setdefault(shape, {})
         missing: dict[int, int] = {}
         for i, code in enumerate(codes):
             if code not in memo and code not in missing:
                 missing[code] = i
         if missing:
-            if self.remembered + len(missing) > MEMO_LIMIT:
-                self.memo.clear()
-                self.remembered = 0
-                memo = self.memo.setdefault(shape, {})
-                missing = {code: codes.index(code) for code in dict.fromkeys(codes)}
             rows = nodes[list(missing.values())]
             computed = self._compute(pod, cluster.cpu[rows], cluster.gpu[rows], cluster.model[rows])
             memo.update(zip(missing, computed, strict=True))

@@ -113,16 +113,19 @@ class TraceOwner:
         if default_pool not in by_key:
             raise ValueError(f"default pool {default_pool!r} is not in the fleet")
         self._jobs: dict[str, list[OwnerJob]] = {key: [] for key in by_key}
+        node_sizes = {key: [node.gpus for node in pool.nodes] for key, pool in by_key.items()}
+        fitting: set[tuple[str, int]] = set()  # (pool, GPUs) shapes already checked
         counts: Counter[int] = Counter()
         for job in trace.jobs:
             key = job.pool or default_pool
-            pool = by_key.get(key)
-            if pool is None:
+            if key not in by_key:
                 raise ValueError(f"job {job.id!r}: pool {key!r} is not in the fleet")
-            try:
-                check_shape(job.gpus, [node.gpus for node in pool.nodes])
-            except ShapeError as exc:
-                raise ValueError(f"job {job.id!r} cannot run in {key}: {exc}") from exc
+            if (key, job.gpus) not in fitting:
+                try:
+                    check_shape(job.gpus, node_sizes[key])
+                except ShapeError as exc:
+                    raise ValueError(f"job {job.id!r} cannot run in {key}: {exc}") from exc
+                fitting.add((key, job.gpus))
             self._jobs[key].append(
                 OwnerJob(at=start + job.submit, gpus=job.gpus, duration=job.duration)
             )
