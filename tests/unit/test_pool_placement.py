@@ -3,6 +3,7 @@ owner's usual request sizes: leases land where the owner's next jobs still find 
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import pytest
@@ -52,6 +53,136 @@ def test_no_fit_and_updates() -> None:
         p.update("b", [True])
     with pytest.raises(ValueError, match="unknown placement policy 'gpuclustering'"):
         PoolPlacer(["a"], [4], policy="gpuclustering")
+
+
+def _random_flags(rng: random.Random, count: int) -> list[bool]:
+    """Mostly the shapes a pool passes through: all idle, all held, or a random mix."""
+    roll = rng.random()
+    if roll < 0.25:
+        return [True] * count
+    if roll < 0.4:
+        return [False] * count
+    return [rng.random() < 0.5 for _ in range(count)]
+
+
+def _replay(seed: int, policy: str) -> int:
+    """One seeded sequence of updates and requests on a fast and a scanning placer alike;
+    every choice (and the idle-node count) must agree. Returns how many choices were made."""
+    rng = random.Random(seed)
+    sizes = rng.choice([(8, 4), (8, 4), (4, 8, 2), (8,), (4,), (6, 8, 1)])
+    count = rng.randint(20, 60)
+    names = [f"n{i:02d}" for i in range(count)]
+    gpus = [rng.choice(sizes) for _ in names]
+    mix = tuple(rng.choice((1, 1, 2, 3, 4, 8, 16)) for _ in range(rng.randint(1, 5)))
+    fast = PoolPlacer(names, gpus, mix=mix, policy=policy)
+    slow = PoolPlacer(names, gpus, mix=mix, policy=policy, fast=False)
+    idle = {name: [True] * g for name, g in zip(names, gpus, strict=True)}
+    chosen = 0
+    for _ in range(300):
+        roll = rng.random()
+        if roll < 0.3:  # some node changes (or is told its state again)
+            name = rng.choice(names)
+            idle[name] = _random_flags(rng, len(idle[name]))
+            fast.update(name, idle[name])
+            slow.update(name, idle[name])
+        elif roll < 0.4:  # work ends on a node
+            name = rng.choice(names)
+            idle[name] = [True] * len(idle[name])
+            fast.update(name, idle[name])
+            slow.update(name, idle[name])
+        else:  # a request: place it as the engine does
+            size = rng.randint(1, 8)
+            keep = rng.choice((0, 0, 0, 1, 2, 5, 20))
+            got = fast.choose(size, keep_idle=keep)
+            assert got == slow.choose(size, keep_idle=keep), (seed, policy, size, keep)
+            if got is not None:
+                chosen += 1
+                name, taken = got
+                assert len(taken) == size and all(idle[name][g] for g in taken)
+                # A fully idle node only while more than ``keep`` of them are left.
+                assert not all(idle[name]) or sum(map(all, idle.values())) > keep
+                for g in taken:
+                    idle[name][g] = False
+                fast.update(name, idle[name])
+                slow.update(name, idle[name])
+        fully = sum(all(flags) for flags in idle.values())
+        assert fast.idle_nodes == slow.idle_nodes == fully
+    return chosen
+
+
+@pytest.mark.parametrize("policy", ["backfill", "fgd", "bestfit"])
+def test_fast_path_chooses_what_the_scan_chooses(policy: str) -> None:
+    chosen = sum(_replay(seed, policy) for seed in range(40))
+    assert chosen > 3000  # the sequences do place work (and leave some requests unplaced)
+
+
+def test_churn_keeps_the_lowest_node_of_each_state() -> None:
+    # Nodes leaving and re-entering a state leave stale entries behind: they must be dropped
+    # (bounded memory) without losing the nodes still in the state.
+    names = [f"n{i}" for i in range(6)]
+    fast = PoolPlacer(names, [4] * 6, mix=(4,))
+    slow = PoolPlacer(names, [4] * 6, mix=(4,), fast=False)
+    for p in (fast, slow):
+        p.update("n1", [False, False, True, True])  # stays with 2 idle throughout
+    for step in range(500):
+        node = names[2 + step % 4]
+        flags = [False, True, True, step % 3 == 0] if step % 2 else [False] * 4
+        for p in (fast, slow):
+            p.update(node, flags)
+        assert fast.choose(2) == slow.choose(2)
+        assert fast.choose(2, keep_idle=1) == slow.choose(2, keep_idle=1) == ("n1", [2, 3])
+    assert max(len(heap) for heap in fast._heaps) <= 2 * len(names) + 32
+
+
+def test_cluster_is_current_when_read() -> None:
+    p = PoolPlacer(["a", "b"], [4, 2])
+    p.update("a", [True, False, True, False])
+    p.update("b", [False, False])
+    p.update("b", [True, False])
+    assert p.cluster.gpu.tolist() == [[MILLI, 0, MILLI, 0], [MILLI, 0, -1, -1]]
+    assert p.cluster.fully_free.tolist() == [2, 1]
+    p.update("a", [True] * 4)
+    assert p.cluster.fully_free.tolist() == [4, 1]
+
+
+def test_idle_nodes_counts_fully_idle_nodes() -> None:
+    p = PoolPlacer(["a", "b", "c"], [4, 4, 2])
+    assert p.idle_nodes == 3
+    p.update("a", [True, True, True, False])
+    assert p.idle_nodes == 2
+    p.update("a", [False, True, True, True])  # another GPU held: still not idle
+    assert p.idle_nodes == 2
+    p.update("c", [False, False])
+    p.update("c", [False, False])  # told again: no change
+    assert p.idle_nodes == 1
+    p.update("a", [True] * 4)
+    p.update("c", [True, True])
+    assert p.idle_nodes == 3
+    with pytest.raises(AttributeError):
+        p.idle_nodes = 0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("policy", ["backfill", "fgd", "bestfit", "random"])
+def test_keep_idle_spares_whole_idle_nodes(policy: str) -> None:
+    # a: 1 idle GPU, b: 3 idle, c and d fully idle.
+    p = placer(policy, {"a": 1, "b": 3, "c": 4, "d": 4}, mix=(4,))
+    assert p.idle_nodes == 2
+    # Two idle nodes, keep two: only the partly used nodes may take work.
+    for _ in range(20):
+        got = p.choose(2, keep_idle=2)
+        assert got is not None and got[0] == "b"
+    assert p.choose(1, keep_idle=2) in [("a", [3]), ("b", [1])]
+    assert p.choose(4, keep_idle=2) is None  # only an idle node could hold it
+    assert p.choose(4, keep_idle=5) is None
+    # Keep one: one of the two idle nodes may go.
+    got = p.choose(4, keep_idle=1)
+    assert got is not None and got[0] in {"c", "d"} and got[1] == [0, 1, 2, 3]
+    p.update(got[0], [False] * 4)
+    assert p.idle_nodes == 1
+    assert p.choose(4, keep_idle=1) is None
+    assert p.choose(4) == (("c", [0, 1, 2, 3]) if got[0] == "d" else ("d", [0, 1, 2, 3]))
+    # Partly used nodes still take work when no idle node may.
+    assert p.choose(3, keep_idle=1) == ("b", [1, 2, 3])
 
 
 def test_mix_counts_requests_larger_than_a_node_as_whole_nodes() -> None:
