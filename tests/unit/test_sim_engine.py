@@ -633,16 +633,18 @@ def test_allocations_name_gpu_indices_and_fill_the_lowest_free_ones() -> None:
     assert sim.submit(spec("b", SPOT, 2)).allocation == {"ue-0": (3, 4)}
     check(sim)
     sim.stop("a")
-    # ue-0 idle: 0, 1, 2, 5, 6, 7 (6, leaves 2) against ue-1 (8, leaves 4) → ue-0.
-    assert sim.submit(spec("c", OD, 4)).allocation == {"ue-0": (0, 1, 2, 5)}
-    assert sim.submit(spec("d", SPOT, 8)).allocation == {"ue-1": ALL8}
-    assert sim.submit(spec("e", INT, 2)).allocation == {"ue-0": (6, 7)}
+    # Spot lower-index GPUs are free again. ue-0 (6 idle, leaves 2) would fit best, but work
+    # that is never taken back keeps off spot's nodes while it can: ue-1.
+    assert sim.submit(spec("c", OD, 4)).allocation == {"ue-1": (0, 1, 2, 3)}
+    # Spot may go anywhere: ue-0 idle 0, 1, 2, 5, 6, 7 is the only fit for 6.
+    assert sim.submit(spec("d", SPOT, 6)).allocation == {"ue-0": (0, 1, 2, 5, 6, 7)}
+    assert sim.submit(spec("e", INT, 2)).allocation == {"ue-1": (4, 5)}
     check(sim)
     started = {e.workload: dict(e.allocation) for e in sim.poll() if e.kind is K_START}
-    assert started["c"] == {"ue-0": (0, 1, 2, 5)}
+    assert started["c"] == {"ue-1": (0, 1, 2, 3)}
     usage = pool_usage(sim)
-    assert held(usage) == {SPOT: 10, OD: 4, INT: 2}
-    assert usage.idle == 0
+    assert held(usage) == {SPOT: 8, OD: 4, INT: 2}
+    assert usage.idle == 2
 
 
 def test_workloads_filter_by_tier_and_activity() -> None:
@@ -760,3 +762,52 @@ def test_owner_workload_refuses_a_load_outside_zero_and_one() -> None:
         OwnerWorkload(mean=0.9, amplitude=0.2)
     with pytest.raises(ValueError, match="mean ± amplitude"):
         OwnerWorkload(mean=0.1, amplitude=0.2)
+
+
+def test_spot_keeps_the_headroom_of_whole_idle_nodes() -> None:
+    sim, _ = engine()
+    # Two idle nodes, one kept: a 2-GPU spot lease may break one of them, not both.
+    assert sim.submit(spec("a", SPOT, 2, keep_idle_nodes=1)).allocation == {"ue-0": (0, 1)}
+    assert sim.idle_nodes(H100) == 1
+    with pytest.raises(InsufficientCapacity):
+        sim.submit(spec("b", SPOT, 7, keep_idle_nodes=1))  # only ue-1 fits it
+    assert sim.submit(spec("c", SPOT, 6, keep_idle_nodes=1)).allocation == {
+        "ue-0": (2, 3, 4, 5, 6, 7)
+    }
+    with pytest.raises(InsufficientCapacity):
+        sim.submit(spec("d", SPOT, 8, keep_idle_nodes=1))
+    # Larger than a node: whole nodes, counted against the headroom the same way.
+    sim.stop("a")
+    sim.stop("c")
+    with pytest.raises(InsufficientCapacity):
+        sim.submit(spec("e", SPOT, 16, keep_idle_nodes=1))
+    assert set(sim.submit(spec("f", SPOT, 16)).allocation) == {"ue-0", "ue-1"}
+    # The owner's work is not held to the headroom.
+    sim.stop("f")
+    sim.submit(spec("g", SPOT, 8))
+    assert sim.submit(spec("h", INT, 8)).allocation == {"ue-1": ALL8}
+    check(sim)
+
+
+def test_spot_kept_apart_from_the_owner_and_the_owner_off_spot_nodes() -> None:
+    sim, _ = engine()
+    assert sim.submit(spec("own", INT, 2)).allocation == {"ue-0": (0, 1)}
+    # Spot apart from the owner skips ue-0's six idle GPUs, best fit though they are.
+    assert sim.submit(spec("s1", SPOT, 2, apart_from_owner=True)).allocation == {"ue-1": (0, 1)}
+    with pytest.raises(InsufficientCapacity):
+        sim.submit(spec("s2", SPOT, 7, apart_from_owner=True))
+    assert sim.submit(spec("s3", SPOT, 6, apart_from_owner=True)).allocation == {
+        "ue-1": (2, 3, 4, 5, 6, 7)
+    }
+    sim.stop("s3")
+    # The owner's next job stays off the spot node while its own node has room ...
+    assert sim.submit(spec("own2", INT, 1)).allocation == {"ue-0": (2,)}
+    # ... and lands beside spot only when nothing else fits.
+    assert sim.submit(spec("own3", INT, 6)).allocation == {"ue-1": (2, 3, 4, 5, 6, 7)}
+    holds = {h.name: h for h in sim.node_holds(H100)}
+    assert (holds["ue-0"].free, holds["ue-0"].spot) == (5, 0)
+    assert (holds["ue-1"].free, holds["ue-1"].spot) == (0, 2)
+    sim.notice("s1", reason="headroom")
+    holds = {h.name: h for h in sim.node_holds(H100)}
+    assert (holds["ue-1"].spot, holds["ue-1"].noticed) == (0, 2)
+    check(sim)

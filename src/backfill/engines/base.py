@@ -61,6 +61,13 @@ class WorkloadSpec:
     """Reserved: when the period ends, and the workload with it."""
     queue: bool = False
     """Wait in the owner's queue when it does not fit (internal work); else refuse at once."""
+    keep_idle_nodes: int = 0
+    """Refuse rather than leave fewer than this many of the pool's nodes wholly idle: the
+    headroom a spot sale keeps for the owner's next jobs."""
+    apart_from_owner: bool = False
+    """Only on nodes that hold none of the owner's (internal) work: spot kept apart this way
+    leaves the owner's own nodes' idle GPUs to its next small jobs, and taking it back frees
+    whole nodes."""
 
 
 @dataclass(frozen=True)

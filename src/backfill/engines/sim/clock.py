@@ -31,6 +31,14 @@ class ManualClock:
             self._now += seconds
             return self._now
 
+    def set(self, at: float) -> float:
+        """Move to ``at`` (epoch seconds), which must not be before now."""
+        with self._lock:
+            if at < self._now:
+                raise ValueError(f"a clock cannot go back (from {self._now} to {at})")
+            self._now = float(at)
+            return self._now
+
 
 class WallClock:
     """The wall clock, optionally ``speed`` times faster from the moment it is made."""

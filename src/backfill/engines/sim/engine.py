@@ -25,6 +25,7 @@ from backfill.domain.placement import (
     check_shape,
     place,
 )
+from backfill.domain.surplus import NodeHold
 from backfill.domain.tiers import Tier, may_preempt
 from backfill.engines.base import (
     EngineEvent,
@@ -42,6 +43,8 @@ from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPl
 from backfill.placement.pool import DEFAULT_MIX, PoolPlacer
 
 WARM_UP = 12 * 3600.0
+OWNER_NODE, SPOT_NODE = 1, 2
+"""A node's placement tags: the owner's work is on it; spot is on it."""
 
 _COMPLETE, _NOTICE_END, _RESERVED_CLAIM, _RESERVED_BEGIN, _RESERVED_END, _OWNER_ARRIVAL = range(6)
 
@@ -233,6 +236,34 @@ class SimEngine(FleetEngine):
                 if tier is None or self._workloads[wid].spec.tier is tier
             ]
 
+    # -- beyond the port: what a replay's surplus policy reads ----------------------------------
+
+    def idle_nodes(self, pool: str) -> int:
+        """Nodes of ``pool`` with every GPU idle and unclaimed."""
+        with self._lock:
+            self._advance()
+            return self._placer[self._pool(pool).key].idle_nodes
+
+    def node_holds(self, pool: str) -> list[NodeHold]:
+        """Every node of ``pool``: its idle GPUs and those held by running or noticed spot."""
+        with self._lock:
+            self._advance()
+            out = []
+            for node in self._pool(pool).nodes:
+                free = spot = noticed = 0
+                for h, c in zip(self._holder[node.name], self._claim[node.name], strict=True):
+                    if h is None:
+                        free += c is None
+                        continue
+                    work = self._workloads[h]
+                    if work.spec.tier.preemptible and c is None:
+                        if work.state is WorkloadState.RUNNING:
+                            spot += 1
+                        else:
+                            noticed += 1
+                out.append(NodeHold(node.name, node.gpus, free, spot, noticed))
+            return out
+
     # -- time ---------------------------------------------------------------------------------
 
     def _advance(self) -> None:
@@ -286,9 +317,20 @@ class SimEngine(FleetEngine):
         if reachable < spec.gpus:
             return None  # cannot fit whatever the shape: skip the scan
         size = pool.max_node_gpus
+        placer = self._placer[pool.key]
         if spec.gpus <= size:
-            chosen = self._placer[pool.key].choose(spec.gpus)
+            if spec.tier.preemptible:
+                avoid = OWNER_NODE if spec.apart_from_owner else 0
+                chosen = placer.choose(spec.gpus, keep_idle=spec.keep_idle_nodes, avoid=avoid)
+            else:
+                # Work that is never taken back keeps off spot's nodes while it can, so that
+                # taking spot back frees whole nodes.
+                chosen = placer.choose(
+                    spec.gpus, keep_idle=spec.keep_idle_nodes, avoid=SPOT_NODE
+                ) or placer.choose(spec.gpus, keep_idle=spec.keep_idle_nodes)
             found = None if chosen is None else Placement(((chosen[0], spec.gpus),), frozenset())
+        elif placer.idle_nodes - -(-spec.gpus // size) < spec.keep_idle_nodes:
+            found = None  # it would take whole nodes the headroom keeps idle
         else:
             found = place(spec.gpus, self._light[pool.key], may_preempt=False, node_size=size)
         if found is not None or not claimant_may_preempt or not self._pool_spot[pool.key]:
@@ -431,15 +473,19 @@ class SimEngine(FleetEngine):
         """Recount one node after its holders or claims changed (or a holder was noticed)."""
         holders, claims = self._holder[node], self._claim[node]
         free = spot = 0
+        tags = 0  # OWNER_NODE: the owner's work holds or claims a GPU; SPOT_NODE: spot holds one
         for h, c in zip(holders, claims, strict=True):
-            if c is not None:
-                continue
+            if c is not None and self._workloads[c].spec.tier is Tier.INTERNAL:
+                tags |= OWNER_NODE
             if h is None:
-                free += 1
-            else:
-                work = self._workloads[h]
-                if work.spec.tier.preemptible and work.state is WorkloadState.RUNNING:
-                    spot += 1
+                free += c is None
+                continue
+            work = self._workloads[h]
+            if work.spec.tier.preemptible:
+                tags |= SPOT_NODE
+                spot += c is None and work.state is WorkloadState.RUNNING
+            elif work.spec.tier is Tier.INTERNAL:
+                tags |= OWNER_NODE
         pool = self._pool_of[node].key
         if free > self._node_free[node] or spot > self._node_spot[node]:
             self._freed[pool] += 1
@@ -447,9 +493,9 @@ class SimEngine(FleetEngine):
         self._pool_spot[pool] += spot - self._node_spot[node]
         self._node_free[node], self._node_spot[node] = free, spot
         self._light[pool][self._slot_of[node]] = NodeState(node, len(holders), free)
-        self._placer[pool].update(
-            node, [h is None and c is None for h, c in zip(holders, claims, strict=True)]
-        )
+        placer = self._placer[pool]
+        placer.update(node, [h is None and c is None for h, c in zip(holders, claims, strict=True)])
+        placer.tag(node, tags)
 
     # -- the owner's work ---------------------------------------------------------------------
 
