@@ -1,60 +1,101 @@
-"""The owner's own trace replayed by the sim engine with no leasing: the baseline of issue 4.
+"""Issue 4's goal, measured: leasing an ITP cluster's idle GPUs with the default policy.
 
-    python bench/replay_itp.py [--cluster 04] [--nodes 128] [--gpus-per-node 8]
+    python bench/replay_itp.py [--clusters 04 02 06 07] [--seed 7] [--sweep]
 
-Loads ``../shared/traces/itp/clusterNN.csv``, replays every job as internal work (FIFO with the
-engine's greedy backfill; multi-node jobs on whole nodes) until the last one ends, and prints the
-replay's wall time and the owner's wait percentiles.
+For each cluster (``../shared/traces/itp/clusterNN.csv`` on the ElasticFlow sizes: 04 and 07 on
+128 × 8 GPUs, 02 and 06 on 64 × 8) it replays (a) no leasing, (b) spot only and (c) the full
+policy with the default market, and prints what share of the baseline's idle GPU-hours was sold,
+the owner's p99 wait against its allowance (1 % of the baseline's or 1 s), spot stops, notice
+violations, SLA breaches and the replay's wall time. ``--sweep`` adds the headroom and confidence
+sweep (the frontier). ``--json DIR`` writes each cluster's report there.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import json
 from decimal import Decimal
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
 from backfill.domain.fleet import Fleet, Node, Pool, Prices
-from backfill.domain.tiers import Tier
-from backfill.engines.sim import ManualClock, SimEngine, TraceOwner
-from backfill.traces import load_itp
+from backfill.replay.market import DEFAULT_MARKET
+from backfill.replay.report import compare, p99_allowance, sold_share, to_json
 
 ITP = Path(__file__).resolve().parents[2] / "shared/traces/itp"
-START = 1_614_816_000.0  # 2021-03-04T00:00:00Z, the traces' first day
+START = 1_614_816_000  # 2021-03-04T00:00:00Z, the traces' first day
+NODES = {"02": 64, "04": 128, "06": 64, "07": 128}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cluster", default="04")
-    parser.add_argument("--nodes", type=int, default=128)
-    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--clusters", nargs="+", default=["04", "02", "06", "07"])
+    parser.add_argument("--seed", type=int, default=DEFAULT_MARKET.seed)
+    parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="Write reports to this folder.")
     args = parser.parse_args()
-    trace = load_itp(ITP / f"cluster{args.cluster}.csv")
+    from backfill.traces import load_itp
+
+    console = Console()
+    table = Table(title=f"ITP replays, market seed {args.seed}")
+    for column in (
+        "cluster",
+        "run",
+        "sold % of idle",
+        "p99 wait (base)",
+        "p99 growth / allowance",
+        "jobs waited (base)",
+        "spot stops",
+        "violations",
+        "breaches",
+        "revenue",
+        "replay s",
+    ):
+        table.add_column(column, justify="right")
     prices = Prices(on_demand=Decimal("2"), reserved=Decimal("1.5"), spot_floor=Decimal("0.5"))
-    nodes = tuple(Node(f"n{i:04d}", args.gpus_per_node) for i in range(args.nodes))
-    fleet = Fleet(name=f"itp{args.cluster}", pools=(Pool("itp", "GPU", nodes, prices),))
-    clock = ManualClock(START)
-    owner = TraceOwner(trace, start=START, pools=fleet.pools, default_pool="itp/GPU")
-    started = time.perf_counter()
-    engine = SimEngine(fleet, clock, owner=owner)
-    while len(engine.workloads(tier=Tier.INTERNAL)) or clock.now() < START + trace.span:
-        clock.advance(3600)
-        engine.poll()
-    elapsed = time.perf_counter() - started
-    waits = sorted(
-        w.started_at - w.submitted_at
-        for w in engine.workloads(tier=Tier.INTERNAL, active=False)
-        if w.started_at is not None
-    )
-
-    def pct(q: float) -> float:
-        return waits[min(len(waits) - 1, int(q * len(waits)))]
-
-    print(
-        f"cluster {args.cluster}: {len(trace):,} jobs on {args.nodes}×{args.gpus_per_node} GPUs, "
-        f"replayed in {elapsed:.1f} s; owner wait p50 {pct(0.5):.0f} s, p90 {pct(0.9):.0f} s, "
-        f"p99 {pct(0.99):.0f} s; {sum(w > 0 for w in waits):,} jobs waited"
-    )
+    market = DEFAULT_MARKET.with_seed(args.seed)
+    for cluster in args.clusters:
+        trace = load_itp(ITP / f"cluster{cluster}.csv")
+        nodes = tuple(Node(f"n{i:05d}", 8) for i in range(NODES[cluster]))
+        fleet = Fleet(name=f"itp{cluster}", pools=(Pool("itp", "GPU", nodes, prices),))
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"cluster {cluster}", total=None)
+            result = compare(
+                trace,
+                fleet,
+                market,
+                start=START,
+                sweep=args.sweep,
+                name=f"cluster{cluster}",
+                progress=lambda label, share, task=task, cluster=cluster: bar.update(
+                    task, description=f"{cluster} {label}"
+                ),
+            )
+        base = result.baseline
+        for label, run in (("no leasing", base), *result.runs.items(), *(
+            (f"h{r.policy.headroom:.0%} c{r.policy.confidence:g}", r) for r in result.frontier[1:]
+        )):  # fmt: skip
+            table.add_row(
+                cluster,
+                label,
+                f"{sold_share(run, base):.1%}",
+                f"{run.wait(0.99):,.0f} ({base.wait(0.99):,.0f})",
+                f"{run.wait(0.99) - base.wait(0.99):+,.0f} / {p99_allowance(base):,.0f}",
+                f"{(run.waits > 0).sum():,} ({(base.waits > 0).sum():,})",
+                f"{run.spot_stops:,}",
+                f"{run.notice_violations}",
+                f"{run.sla_breaches}",
+                f"{sum(run.revenue.values(), Decimal(0)):,.0f}",
+                f"{run.replay_seconds:.1f}",
+            )
+        if args.json is not None:
+            args.json.mkdir(parents=True, exist_ok=True)
+            path = args.json / f"cluster{cluster}.json"
+            path.write_text(json.dumps(to_json(result), indent=2) + "\n", encoding="utf-8")
+    console.print(table)
 
 
 if __name__ == "__main__":

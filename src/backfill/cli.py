@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from backfill import terminal
 from backfill.client import ApiError, BackfillClient
+from backfill.domain.surplus import DEFAULT_CONFIDENCE, DEFAULT_HEADROOM
 
 app = typer.Typer(
     help="Backfill: sell a private GPU fleet's idle hours, and keep the books.",
@@ -60,7 +61,7 @@ def _client(url: str, key: str | None, saved: str) -> BackfillClient:
     return BackfillClient(url, key)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(1)
 
@@ -374,6 +375,125 @@ def bench_placement(
     if plot_out is not None:
         bench.plot(summaries, plot_out)
         console.print(f"wrote {plot_out}")
+
+
+ITP_NODES = {"cluster02": 64, "cluster04": 128, "cluster06": 64, "cluster07": 128}
+"""The ITP clusters' sizes in 8-GPU nodes, as the ElasticFlow authors simulate them."""
+
+
+@app.command("replay")
+def replay_trace(
+    trace: Annotated[Path, typer.Argument(help="The owner's job history.")],
+    fmt: Annotated[str, typer.Option("--format", help="itp, csv or sacct.")] = "itp",
+    nodes: Annotated[
+        int | None, typer.Option(help="Nodes of the fleet (ITP clusterNN: its known size).")
+    ] = None,
+    gpus_per_node: Annotated[int, typer.Option(help="GPUs per node.")] = 8,
+    market_file: Annotated[
+        Path | None, typer.Option("--market", help="Market model (TOML); default: built in.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Market seed (overrides the file's).")] = None,
+    policy: Annotated[str, typer.Option(help="full, spot or none: the policy reported.")] = "full",
+    headroom: Annotated[
+        float, typer.Option(help="Share of nodes kept idle for the owner.")
+    ] = DEFAULT_HEADROOM,
+    confidence: Annotated[
+        float, typer.Option(help="Forecast quantile the floor sells under.")
+    ] = DEFAULT_CONFIDENCE,
+    notice: Annotated[int, typer.Option(help="Spot notice, in seconds.")] = 120,
+    on_demand: Annotated[str, typer.Option(help="On-demand price per GPU-hour.")] = "2.00",
+    reserved: Annotated[str, typer.Option(help="Reserved price per GPU-hour.")] = "1.50",
+    spot_floor: Annotated[str, typer.Option(help="Spot floor price per GPU-hour.")] = "0.50",
+    sweep: Annotated[bool, typer.Option(help="Sweep headroom and confidence.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML here.")] = None,
+) -> None:
+    """What leasing the idle GPUs would have sold and cost the owner, on a recorded trace."""
+    from dataclasses import replace
+    from decimal import Decimal, InvalidOperation
+
+    from rich.progress import Progress
+
+    from backfill.domain.fleet import Fleet, InvalidFleetValue, Node, Pool, Prices
+    from backfill.domain.surplus import FULL, NO_LEASING, SPOT_ONLY
+    from backfill.errors import InvalidTrace
+    from backfill.replay import report
+    from backfill.replay.market import DEFAULT_MARKET, InvalidMarket, load_market
+    from backfill.traces import load_csv, load_itp, load_sacct
+
+    loaders = {"itp": load_itp, "csv": load_csv, "sacct": load_sacct}
+    if fmt not in loaders:
+        _fail(f"--format must be one of {', '.join(loaders)}, not {fmt!r}")
+    policies = {"full": FULL, "spot": SPOT_ONLY, "none": NO_LEASING}
+    if policy not in policies:
+        _fail(f"--policy must be one of {', '.join(policies)}, not {policy!r}")
+    if nodes is None:
+        nodes = ITP_NODES.get(trace.stem) if fmt == "itp" else None
+        if nodes is None:
+            _fail("say how big the fleet is: --nodes N (and --gpus-per-node G)")
+    try:
+        chosen = replace(policies[policy], headroom=headroom, confidence=confidence)
+        amounts = {}
+        for option, text in (
+            ("--on-demand", on_demand),
+            ("--reserved", reserved),
+            ("--spot-floor", spot_floor),
+        ):
+            try:
+                amounts[option] = Decimal(text)
+            except InvalidOperation:
+                _fail(f"{option}: {text!r} is not a price (write it like 2.00)")
+        prices = Prices(*amounts.values())
+        pool_nodes = tuple(Node(f"n{i:05d}", gpus_per_node) for i in range(nodes))
+        pool = Pool("replay", "GPU", pool_nodes, prices, notice_seconds=notice)
+        fleet = Fleet(name=trace.stem, pools=(pool,))
+        market = DEFAULT_MARKET if market_file is None else load_market(market_file)
+        if seed is not None:
+            market = market.with_seed(seed)
+        loaded = loaders[fmt](trace)
+    except (InvalidFleetValue, InvalidMarket, InvalidTrace, ValueError) as exc:
+        _fail(str(exc) or type(exc).__name__)
+    if not len(loaded):
+        _fail(f"{trace}: no jobs to replay")
+    start = int(loaded.start.timestamp()) if loaded.start is not None else ITP_START
+    runs = 3 + (len(report.sweep_points(chosen)) if sweep else 0)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("replay", total=runs)
+        finished: list[str] = []
+
+        def show(label: str, share: float) -> None:
+            if share >= 1.0:
+                finished.append(label)
+            bar.update(task, completed=len(finished) + min(share, 0.999), description=label)
+
+        try:
+            result = report.compare(
+                loaded,
+                fleet,
+                market,
+                start=start,
+                policy=chosen,
+                sweep=sweep,
+                name=trace.name,
+                progress=show,
+            )
+        except ValueError as exc:
+            _fail(str(exc))
+    for line in report.describe([result.runs["spot"], result.main], result.baseline):
+        console.print(line)
+    data = report.to_json(result)
+    if json_out is not None:
+        json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_out}")
+    if html_out is not None:
+        report.write_html(result, html_out)
+        console.print(f"wrote {html_out}")
+    if json_out is None and html_out is None:
+        console.print_json(data=data)
+
+
+ITP_START = 1_614_816_000
+"""2021-03-04T00:00:00Z: the ITP traces' first day (their times count from it)."""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -287,3 +287,73 @@ def test_bench_placement_writes_json_and_a_plot(tmp_path: Path) -> None:
         "9-1",
     )
     assert bad_seeds.returncode == 1 and "empty" in bad_seeds.stdout
+
+
+def test_replay_writes_the_json_and_html_report(tmp_path: Path) -> None:
+    from backfill.traces import write_csv
+    from tests.integration.test_replay import synthetic_trace
+
+    trace = tmp_path / "owner.csv"
+    write_csv(synthetic_trace(nodes=8), trace)
+    out, page = tmp_path / "report.json", tmp_path / "report.html"
+    result = _cli(
+        _env(tmp_path), tmp_path, "replay", str(trace), "--format", "csv", "--nodes", "8",
+        "--no-sweep", "--json", str(out), "--html", str(page),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    for key in (
+        "idle_gpu_hours_baseline",
+        "sold_gpu_hours",
+        "sold_gpu_hours_by_tier",
+        "revenue",
+        "revenue_by_tier",
+        "internal_wait_p50",
+        "internal_wait_p90",
+        "internal_wait_p99",
+        "internal_wait_p50_baseline",
+        "internal_wait_p90_baseline",
+        "internal_wait_p99_baseline",
+        "spot_notices",
+        "spot_stops",
+        "notice_violations",
+        "sla_breaches",
+        "replay_seconds",
+    ):
+        assert key in data, key
+    assert set(data["runs"]) == {"no_leasing", "spot", "full"}
+    assert data["sold_gpu_hours"] > 0 and data["notice_violations"] == 0
+    html = page.read_text()
+    assert html.count('src="data:image/png;base64,') == 6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "xml"], "--format must be one of itp, csv, sacct"),
+        (["--policy", "greedy"], "--policy must be one of full, spot, none"),
+        (["--format", "csv"], "say how big the fleet is"),
+        (["--nodes", "4", "--market", "missing.toml"], "missing.toml: cannot read"),
+        (["--nodes", "4", "--confidence", "1.5"], "confidence must be between 0 and 1"),
+        (["--nodes", "4", "--on-demand", "two"], "--on-demand: 'two' is not a price"),
+        (["--nodes", "4", "--spot-floor", "9"], "spot_floor must not exceed the on_demand price"),
+    ],
+)
+def test_replay_refuses_bad_input_saying_what(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    trace = tmp_path / "cluster99.csv"
+    trace.write_text("job_id,submission_time,duration,num_gpu\nj1,0,60,1\n")
+    json_out = tmp_path / "out.json"
+    result = _cli(_env(tmp_path), tmp_path, "replay", str(trace), *args, "--json", str(json_out))
+    assert result.returncode == 1
+    assert message in result.stdout
+    assert not json_out.exists()
+
+
+def test_replay_names_the_bad_line_of_a_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "owner.csv"
+    trace.write_text("submit,duration,gpus\n0,60,1\n10,-5,1\n")
+    result = _cli(_env(tmp_path), tmp_path, "replay", str(trace), "--format", "csv", "--nodes", "2")
+    assert result.returncode == 1
+    assert f"{trace}:3" in result.stdout and "duration" in result.stdout
