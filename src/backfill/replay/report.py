@@ -283,13 +283,18 @@ def _allocation(plt: Any, c: Comparison) -> str:
     return _png(plt, fig)
 
 
-def _idle(plt: Any, c: Comparison) -> str:
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    for label, run, colour in (
+def _three_runs(c: Comparison) -> list[tuple[str, RunResult, str]]:
+    """The compared runs with their labels and line colours."""
+    return [
         ("no leasing", c.baseline, "#888888"),
         ("spot only", c.runs["spot"], COLOURS[Tier.SPOT]),
         ("full policy", c.main, COLOURS[Tier.ON_DEMAND]),
-    ):
+    ]
+
+
+def _idle(plt: Any, c: Comparison) -> str:
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for label, run, colour in _three_runs(c):
         x, gpus = _days(run)
         ax.step(x, gpus[:, -1], where="post", label=label, color=colour)
     ax.set_xlabel("day")
@@ -313,11 +318,7 @@ def _revenue(plt: Any, c: Comparison) -> str:
 
 def _wait_cdf(plt: Any, c: Comparison) -> str:
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for label, run, colour in (
-        ("no leasing", c.baseline, "#888888"),
-        ("spot only", c.runs["spot"], COLOURS[Tier.SPOT]),
-        ("full policy", c.main, COLOURS[Tier.ON_DEMAND]),
-    ):
+    for label, run, colour in _three_runs(c):
         waits = np.maximum(run.waits, 1.0)  # log axis: a job that did not wait shows at 1 s
         share = np.arange(1, len(waits) + 1) / max(1, len(waits))
         ax.step(waits, share, where="post", label=label, color=colour)
