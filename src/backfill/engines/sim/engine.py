@@ -104,6 +104,7 @@ class SimEngine(FleetEngine):
         self._slot_of: dict[str, int] = {}  # node → its index in its pool's _light list
         self._node_free: dict[str, int] = {}
         self._node_spot: dict[str, int] = {}  # GPUs held by running, unclaimed spot work
+        self._node_noticed: dict[str, int] = {}  # GPUs held by noticed, unclaimed spot work
         self._pool_free: dict[str, int] = {}
         self._freed: dict[str, int] = {}  # per pool: bumped whenever GPUs free up there
         self._tried: dict[str, int] = {}  # queued work → its pool's _freed at its last try
@@ -132,6 +133,7 @@ class SimEngine(FleetEngine):
                 self._slot_of[node.name] = index
                 self._node_free[node.name] = node.gpus
                 self._node_spot[node.name] = 0
+                self._node_noticed[node.name] = 0
                 self._light[pool.key].append(NodeState(node.name, node.gpus, node.gpus))
         self._workloads: dict[str, _Workload] = {}
         self._active: set[str] = set()
@@ -248,21 +250,16 @@ class SimEngine(FleetEngine):
         """Every node of ``pool``: its idle GPUs and those held by running or noticed spot."""
         with self._lock:
             self._advance()
-            out = []
-            for node in self._pool(pool).nodes:
-                free = spot = noticed = 0
-                for h, c in zip(self._holder[node.name], self._claim[node.name], strict=True):
-                    if h is None:
-                        free += c is None
-                        continue
-                    work = self._workloads[h]
-                    if work.spec.tier.preemptible and c is None:
-                        if work.state is WorkloadState.RUNNING:
-                            spot += 1
-                        else:
-                            noticed += 1
-                out.append(NodeHold(node.name, node.gpus, free, spot, noticed))
-            return out
+            return [
+                NodeHold(
+                    node.name,
+                    node.gpus,
+                    self._node_free[node.name],
+                    self._node_spot[node.name],
+                    self._node_noticed[node.name],
+                )
+                for node in self._pool(pool).nodes
+            ]
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -472,7 +469,7 @@ class SimEngine(FleetEngine):
     def _touch(self, node: str) -> None:
         """Recount one node after its holders or claims changed (or a holder was noticed)."""
         holders, claims = self._holder[node], self._claim[node]
-        free = spot = 0
+        free = spot = noticed = 0
         tags = 0  # OWNER_NODE: the owner's work holds or claims a GPU; SPOT_NODE: spot holds one
         for h, c in zip(holders, claims, strict=True):
             if c is not None and self._workloads[c].spec.tier is Tier.INTERNAL:
@@ -483,7 +480,11 @@ class SimEngine(FleetEngine):
             work = self._workloads[h]
             if work.spec.tier.preemptible:
                 tags |= SPOT_NODE
-                spot += c is None and work.state is WorkloadState.RUNNING
+                if c is None:
+                    if work.state is WorkloadState.RUNNING:
+                        spot += 1
+                    else:
+                        noticed += 1
             elif work.spec.tier is Tier.INTERNAL:
                 tags |= OWNER_NODE
         pool = self._pool_of[node].key
@@ -492,6 +493,7 @@ class SimEngine(FleetEngine):
         self._pool_free[pool] += free - self._node_free[node]
         self._pool_spot[pool] += spot - self._node_spot[node]
         self._node_free[node], self._node_spot[node] = free, spot
+        self._node_noticed[node] = noticed
         self._light[pool][self._slot_of[node]] = NodeState(node, len(holders), free)
         placer = self._placer[pool]
         placer.update(node, [h is None and c is None for h, c in zip(holders, claims, strict=True)])
