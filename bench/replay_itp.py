@@ -23,7 +23,7 @@ from rich.table import Table
 
 from backfill.domain.fleet import Fleet, Node, Pool, Prices
 from backfill.replay.market import DEFAULT_MARKET
-from backfill.replay.report import compare, p99_allowance, sold_share, to_json
+from backfill.replay.report import compare, p99_allowance, p99_growth, sold_share, to_json
 
 ITP = Path(__file__).resolve().parents[2] / "shared/traces/itp"
 START = 1_614_816_000  # 2021-03-04T00:00:00Z, the traces' first day
@@ -83,12 +83,12 @@ def main() -> None:
                 label,
                 f"{sold_share(run, base):.1%}",
                 f"{run.wait(0.99):,.0f} ({base.wait(0.99):,.0f})",
-                f"{run.wait(0.99) - base.wait(0.99):+,.0f} / {p99_allowance(base):,.0f}",
+                f"{p99_growth(run, base):+,.0f} / {p99_allowance(base):,.0f}",
                 f"{(run.waits > 0).sum():,} ({(base.waits > 0).sum():,})",
                 f"{run.spot_stops:,}",
                 f"{run.notice_violations}",
                 f"{run.sla_breaches}",
-                f"{sum(run.revenue.values(), Decimal(0)):,.0f}",
+                f"{run.total_revenue:,.0f}",
                 f"{run.replay_seconds:.1f}",
             )
         if args.json is not None:

@@ -14,7 +14,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +86,11 @@ def sweep_points(policy: SurplusPolicy) -> list[SurplusPolicy]:
 
 def sold_share(run: RunResult, baseline: RunResult) -> float:
     idle = baseline.idle_gpu_seconds
-    return sum(run.gpu_seconds[t] for t in EXTERNAL_TIERS) / idle if idle else 0.0
+    return run.sold_gpu_seconds / idle if idle else 0.0
+
+
+def p99_growth(run: RunResult, baseline: RunResult) -> float:
+    return run.wait(0.99) - baseline.wait(0.99)
 
 
 def p99_allowance(baseline: RunResult) -> float:
@@ -103,17 +106,17 @@ def run_summary(run: RunResult, baseline: RunResult) -> dict[str, Any]:
         "confidence": run.policy.confidence,
         "idle_gpu_hours_baseline": round(baseline.idle_gpu_seconds / HOUR, 3),
         "idle_gpu_hours": round(run.idle_gpu_seconds / HOUR, 3),
-        "sold_gpu_hours": round(sum(run.gpu_seconds[t] for t in EXTERNAL_TIERS) / HOUR, 3),
+        "sold_gpu_hours": round(run.sold_gpu_seconds / HOUR, 3),
         "sold_gpu_hours_by_tier": sold,
         "sold_share_of_idle": round(sold_share(run, baseline), 6),
         "internal_gpu_hours": round(run.gpu_seconds[Tier.INTERNAL] / HOUR, 3),
-        "revenue": str(sum(run.revenue.values(), Decimal(0))),
+        "revenue": str(run.total_revenue),
         "revenue_by_tier": revenue,
     }
     for label, q in WAIT_QUANTILES.items():
         out[f"internal_wait_{label}"] = round(run.wait(q), 3)
         out[f"internal_wait_{label}_baseline"] = round(baseline.wait(q), 3)
-    out["internal_wait_p99_growth"] = round(run.wait(0.99) - baseline.wait(0.99), 3)
+    out["internal_wait_p99_growth"] = round(p99_growth(run, baseline), 3)
     out["internal_wait_p99_allowance"] = round(p99_allowance(baseline), 3)
     out["internal_jobs_waited"] = int((run.waits > 0).sum())
     out["internal_jobs_waited_baseline"] = int((baseline.waits > 0).sum())
@@ -167,9 +170,9 @@ def to_json(c: Comparison) -> dict[str, Any]:
             "headroom": run.policy.headroom,
             "confidence": run.policy.confidence,
             "sold_share_of_idle": round(sold_share(run, c.baseline), 6),
-            "internal_wait_p99_growth": round(run.wait(0.99) - c.baseline.wait(0.99), 3),
+            "internal_wait_p99_growth": round(p99_growth(run, c.baseline), 3),
             "spot_stops": run.spot_stops,
-            "revenue": str(sum(run.revenue.values(), Decimal(0))),
+            "revenue": str(run.total_revenue),
         }
         for run in c.frontier
     ]
@@ -353,10 +356,9 @@ def _band(plt: Any, c: Comparison) -> str:
 
 def _frontier(plt: Any, c: Comparison) -> str:
     fig, ax = plt.subplots(figsize=(7, 4))
-    base99 = c.baseline.wait(0.99)
     for run in c.frontier:
         x = sold_share(run, c.baseline) * 100
-        y = run.wait(0.99) - base99
+        y = p99_growth(run, c.baseline)
         main = run is c.main
         ax.scatter(x, y, color=COLOURS[Tier.SPOT] if not main else "#222222", zorder=3)
         ax.annotate(
@@ -369,7 +371,7 @@ def _frontier(plt: Any, c: Comparison) -> str:
     spot = c.runs["spot"]
     ax.scatter(
         sold_share(spot, c.baseline) * 100,
-        spot.wait(0.99) - base99,
+        p99_growth(spot, c.baseline),
         marker="s",
         color=COLOURS[Tier.ON_DEMAND],
         label="spot only",

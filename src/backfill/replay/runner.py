@@ -37,7 +37,7 @@ import numpy as np
 
 from backfill.domain.fleet import Fleet, Pool
 from backfill.domain.forecast import MIN_HISTORY_HOURS, DemandForecast, fit
-from backfill.domain.pricing import spot_price
+from backfill.domain.pricing import list_price, spot_price
 from backfill.domain.surplus import (
     Commitment,
     SurplusPolicy,
@@ -62,6 +62,8 @@ from backfill.replay.market import HOUR, LeaseRequest, Market
 from backfill.traces import Trace
 
 TIERS = (Tier.INTERNAL, *EXTERNAL_TIERS)
+MICRO = Decimal("0.000001")
+"""Money is reported in micro-units."""
 FORECAST_LEAD = 24
 """Hours ahead of the forecast band the report draws against what happened."""
 
@@ -74,7 +76,6 @@ class Lease:
     request: LeaseRequest
     started: float | None = None
     ended: float | None = None
-    outcome: Outcome | None = None
     notice_at: float | None = None
     billed_seconds: int = 0
     """Running seconds inside the measured window."""
@@ -119,9 +120,13 @@ class RunResult:
     def seconds(self) -> int:
         return self.end - self.start
 
-    def sold_gpu_hours(self, tier: Tier | None = None) -> float:
-        tiers = EXTERNAL_TIERS if tier is None else (tier,)
-        return sum(self.gpu_seconds[t] for t in tiers) / HOUR
+    @property
+    def sold_gpu_seconds(self) -> int:
+        return sum(self.gpu_seconds[t] for t in EXTERNAL_TIERS)
+
+    @property
+    def total_revenue(self) -> Decimal:
+        return sum(self.revenue.values(), Decimal(0))
 
     def wait(self, q: float) -> float:
         if not len(self.waits):
@@ -159,10 +164,14 @@ class _Ledger:
             for tier in TIERS:
                 self.gpu_seconds[tier] += self.running[tier] * seconds
             if self.running[Tier.SPOT]:
-                busy = sum(self.running.values())
-                price = spot_price(self.prices, Decimal(busy) / Decimal(self.capacity))
-                self.spot_cent_seconds += self.running[Tier.SPOT] * int(price * 100) * seconds
+                cents = int(self.spot_price() * 100)
+                self.spot_cent_seconds += self.running[Tier.SPOT] * cents * seconds
         self.at = max(self.at, to)
+
+    def spot_price(self) -> Decimal:
+        """The spot price in force: it moves with the pool's utilisation."""
+        busy = sum(self.running.values())
+        return spot_price(self.prices, Decimal(busy) / Decimal(self.capacity))
 
     def change(self, tier: Tier, gpus: int) -> None:
         self.running[tier] += gpus
@@ -245,7 +254,7 @@ def replay(
             lease.notice_at = event.at
             counts["notices"] += 1
         elif event.kind is EventKind.ENDED:
-            lease.ended, lease.outcome = event.at, event.outcome
+            lease.ended = event.at
             commitments.pop(event.workload, None)
             if lease.started is not None:
                 ledger.change(event.tier, -gpus)
@@ -270,10 +279,13 @@ def replay(
                     + ("interrupted" if interrupted else f"started {late:.0f} s late")
                 )
 
-    def sync(now: float) -> None:
-        clock.set(now)
+    def take_events() -> None:
         for event in engine.poll():
             handle(event)
+
+    def sync(now: float) -> None:
+        clock.set(now)
+        take_events()
         ledger.advance(now)
 
     def record_demand(now: float) -> None:
@@ -298,8 +310,7 @@ def replay(
             if view.state is WorkloadState.RUNNING and targets.intersection(view.allocation):
                 engine.notice(view.spec.id, reason="the owner's headroom")
                 counts["headroom"] += 1
-        for event in engine.poll():
-            handle(event)
+        take_events()
 
     def refit(now: float) -> None:
         nonlocal forecast
@@ -350,13 +361,11 @@ def replay(
         if request.tier is Tier.SPOT:
             if not policy.spot:
                 return "spot_not_sold"
-            busy = sum(ledger.running.values())
-            price = spot_price(pool.prices, Decimal(busy) / Decimal(capacity))
             return spot_refusal(
                 owner_queued=owner_demand - ledger.running[Tier.INTERNAL],
                 bid=request.bid,
-                price=price,
-                idle_gpus=capacity - busy,
+                price=ledger.spot_price(),
+                idle_gpus=capacity - sum(ledger.running.values()),
                 gpus=request.gpus,
             )
         if not policy.floor:
@@ -415,30 +424,25 @@ def replay(
     for lease_id, lease in leases.items():
         if lease.ended is None:
             engine.stop(lease_id)
-    for event in engine.poll():
-        handle(event)
+    take_events()
     while engine.workloads(tier=Tier.INTERNAL):
         clock.advance(HOUR)
-        for event in engine.poll():
-            handle(event)
+        take_events()
     if progress is not None:
         progress(1.0)
 
     gpu_seconds = dict(ledger.gpu_seconds)
     idle = capacity * (end - start) - sum(gpu_seconds.values())
-    revenue = {
-        Tier.SPOT: (Decimal(ledger.spot_cent_seconds) / 100 / HOUR).quantize(Decimal("0.000001")),
-        Tier.ON_DEMAND: Decimal(0),
-        Tier.RESERVED: Decimal(0),
-    }
+    fixed = (Tier.ON_DEMAND, Tier.RESERVED)  # billed at list price (spot: by the second above)
+    gpu_seconds_at_list = dict.fromkeys(fixed, 0)
     for lease in leases.values():
-        request = lease.request
-        if request.tier is Tier.ON_DEMAND:
-            revenue[Tier.ON_DEMAND] += pool.prices.on_demand * request.gpus * lease.billed_seconds
-        elif request.tier is Tier.RESERVED:
-            revenue[Tier.RESERVED] += pool.prices.reserved * request.gpus * lease.billed_seconds
-    for tier in (Tier.ON_DEMAND, Tier.RESERVED):
-        revenue[tier] = (revenue[tier] / HOUR).quantize(Decimal("0.000001"))
+        if lease.request.tier in gpu_seconds_at_list:
+            gpu_seconds_at_list[lease.request.tier] += lease.request.gpus * lease.billed_seconds
+    revenue = {
+        tier: (list_price(pool.prices, tier, Decimal(0)) * seconds / HOUR).quantize(MICRO)
+        for tier, seconds in gpu_seconds_at_list.items()
+    }
+    revenue[Tier.SPOT] = (Decimal(ledger.spot_cent_seconds) / 100 / HOUR).quantize(MICRO)
     return RunResult(
         policy=policy,
         start=start,
