@@ -29,11 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 from backfill.domain import forecast
-from backfill.traces import Trace, load_itp
+from backfill.traces import ITP_NODES, ITP_START, Trace, load_itp
 
 ITP = Path(__file__).resolve().parents[2] / "shared/traces/itp"
-START = 1_614_816_000.0  # 2021-03-04T00:00:00Z, the traces' first day
-GPUS = {"02": 512, "04": 1024, "06": 512, "07": 1024}  # ElasticFlow's simulated sizes
 QS = (0.5, 0.9, 0.95, 0.99)
 WARMUP = 24  # hours left out at the start (ramp-up)
 TARGETS = (("max", 1), ("max", 24), ("max", 168), ("value", 24))
@@ -122,7 +120,7 @@ def evaluate(
 
 def timings(train: Floats) -> tuple[float, float]:
     """Median fit time (ms) and mean ``window_max`` time (µs) on this training series."""
-    t0 = START + WARMUP * 3600
+    t0 = ITP_START + WARMUP * 3600
     fits = []
     for _ in range(15):
         t = time.perf_counter()
@@ -153,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=130)
     started = time.perf_counter()
-    t0 = START + WARMUP * 3600
+    t0 = ITP_START + WARMUP * 3600
     variants: dict[str, Callable[[Floats], forecast.DemandForecast]] = {
         "model": lambda train: forecast.fit(train, t0)
     }
@@ -167,7 +165,7 @@ def main() -> None:
         train_end = args.train_days * 24
         fit_ms, query_us = timings(y[WARMUP:train_end])
         results = {name: evaluate(y, train_end, fit) for name, fit in variants.items()}
-        gpus = GPUS.get(cluster, 0)
+        gpus = 8 * ITP_NODES.get(f"cluster{cluster}", 0)
         table = Table(
             title=(
                 f"cluster {cluster} ({gpus:,} GPUs): hourly peak demand, mean {y.mean():.0f}, "

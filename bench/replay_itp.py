@@ -26,8 +26,6 @@ from backfill.replay.market import DEFAULT_MARKET
 from backfill.replay.report import compare, p99_allowance, p99_growth, sold_share, to_json
 
 ITP = Path(__file__).resolve().parents[2] / "shared/traces/itp"
-START = 1_614_816_000  # 2021-03-04T00:00:00Z, the traces' first day
-NODES = {"02": 64, "04": 128, "06": 64, "07": 128}
 
 
 def main() -> None:
@@ -37,7 +35,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="Write reports to this folder.")
     args = parser.parse_args()
-    from backfill.traces import load_itp
+    from backfill.traces import ITP_NODES, ITP_START, load_itp
 
     console = Console()
     table = Table(title=f"ITP replays, market seed {args.seed}")
@@ -59,7 +57,7 @@ def main() -> None:
     market = DEFAULT_MARKET.with_seed(args.seed)
     for cluster in args.clusters:
         trace = load_itp(ITP / f"cluster{cluster}.csv")
-        nodes = tuple(Node(f"n{i:05d}", 8) for i in range(NODES[cluster]))
+        nodes = tuple(Node(f"n{i:05d}", 8) for i in range(ITP_NODES[f"cluster{cluster}"]))
         fleet = Fleet(name=f"itp{cluster}", pools=(Pool("itp", "GPU", nodes, prices),))
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"cluster {cluster}", total=None)
@@ -67,7 +65,7 @@ def main() -> None:
                 trace,
                 fleet,
                 market,
-                start=START,
+                start=ITP_START,
                 sweep=args.sweep,
                 name=f"cluster{cluster}",
                 progress=lambda label, share, task=task, cluster=cluster: bar.update(

@@ -377,10 +377,6 @@ def bench_placement(
         console.print(f"wrote {plot_out}")
 
 
-ITP_NODES = {"cluster02": 64, "cluster04": 128, "cluster06": 64, "cluster07": 128}
-"""The ITP clusters' sizes in 8-GPU nodes, as the ElasticFlow authors simulate them."""
-
-
 @app.command("replay")
 def replay_trace(
     trace: Annotated[Path, typer.Argument(help="The owner's job history.")],
@@ -419,7 +415,7 @@ def replay_trace(
     from backfill.errors import InvalidTrace
     from backfill.replay import report
     from backfill.replay.market import DEFAULT_MARKET, InvalidMarket, load_market
-    from backfill.traces import load_csv, load_itp, load_sacct
+    from backfill.traces import ITP_NODES, ITP_START, load_csv, load_itp, load_sacct
 
     loaders = {"itp": load_itp, "csv": load_csv, "sacct": load_sacct}
     if fmt not in loaders:
@@ -490,10 +486,6 @@ def replay_trace(
         console.print(f"wrote {html_out}")
     if json_out is None and html_out is None:
         console.print_json(data=data)
-
-
-ITP_START = 1_614_816_000
-"""2021-03-04T00:00:00Z: the ITP traces' first day (their times count from it)."""
 
 
 if __name__ == "__main__":  # pragma: no cover

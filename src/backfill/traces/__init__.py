@@ -7,6 +7,8 @@ history in) and Slurm's ``sacct -P`` output, always into one ``Trace`` of ``Job`
 from __future__ import annotations
 
 from backfill.traces.loaders import (
+    ITP_NODES,
+    ITP_START,
     Job,
     SacctTrace,
     Trace,
@@ -19,6 +21,8 @@ from backfill.traces.loaders import (
 )
 
 __all__ = [
+    "ITP_NODES",
+    "ITP_START",
     "Job",
     "SacctTrace",
     "Trace",

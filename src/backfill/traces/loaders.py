@@ -62,6 +62,11 @@ MAX_GPUS = 4096
 TIERS = tuple(tier.value for tier in Tier)
 DEFAULT_TIER = Tier.INTERNAL.value
 ITP_COLUMNS = ("job_id", "submission_time", "duration", "num_gpu")
+ITP_START = 1_614_816_000
+"""2021-03-04T00:00:00Z: the ITP traces' first day (their times count from it)."""
+ITP_NODES = {"cluster02": 64, "cluster04": 128, "cluster06": 64, "cluster07": 128}
+"""The ITP clusters' sizes in 8-GPU nodes, as the ElasticFlow authors simulate them (the real
+sizes are not published)."""
 CSV_COLUMNS = ("submit", "duration", "gpus")
 CSV_OPTIONAL_COLUMNS = ("pool", "tier", "id")
 SACCT_COLUMNS = ("JobID", "Submit", "Elapsed", "AllocTRES")
