@@ -470,29 +470,29 @@ def test_a_duration_ends_the_workload_completed_with_exit_code_0() -> None:
 def test_reserved_claims_at_start_minus_notice_starts_at_start_and_completes_at_end() -> None:
     sim, clock = engine()
     reserved = sim.submit(spec("r1", RES, 8, start_at=START + 1000, end_at=START + 5000))
-    assert reserved.state is WorkloadState.PENDING
+    assert reserved.state is WorkloadState.PENDING  # ue-0 is set aside for it from now on
     assert reserved.allocation == {}
-    sim.submit(spec("s1", SPOT, 8))  # ue-0
+    sim.submit(spec("s1", SPOT, 8))  # ue-0: spot may use a reservation's node until its claim
     at(clock, 10)
-    sim.submit(spec("s2", SPOT, 8))  # ue-1, has run 10 s less than s1
+    sim.submit(spec("s2", SPOT, 8))  # ue-1
     check(sim)
 
     at(clock, 879)  # start − notice − 1: nothing claimed yet
     assert sim.workload("r1").allocation == {}
-    assert sim.workload("s2").state is WorkloadState.RUNNING
+    assert sim.workload("s1").state is WorkloadState.RUNNING
     check(sim)
 
-    at(clock, 880)  # start − notice: s2 (least lost work) is noticed to end at the start
-    spot = sim.workload("s2")
+    at(clock, 880)  # start − notice: s1, on the node set aside, is noticed to end at the start
+    spot = sim.workload("s1")
     assert (spot.state, spot.notice_at, spot.stop_at) == (
         WorkloadState.NOTICED,
         START + 880,
         START + 1000,
     )
     assert spot.reason == "reserved work needs the GPUs"
-    assert sim.workload("s1").state is WorkloadState.RUNNING
+    assert sim.workload("s2").state is WorkloadState.RUNNING
     assert sim.workload("r1").state is WorkloadState.PENDING
-    assert sim.workload("r1").allocation == {"ue-1": ALL8}
+    assert sim.workload("r1").allocation == {"ue-0": ALL8}
     check(sim)
 
     at(clock, 999)
@@ -508,8 +508,8 @@ def test_reserved_claims_at_start_minus_notice_starts_at_start_and_completes_at_
     assert brief(sim.poll()) == [
         (K_START, "s1", 0),
         (K_START, "s2", 10),
-        (K_NOTICE, "s2", 880),
-        (K_END, "s2", 1000),
+        (K_NOTICE, "s1", 880),
+        (K_END, "s1", 1000),
         (K_START, "r1", 1000),
         (K_END, "r1", 5000),
     ]
@@ -519,11 +519,61 @@ def test_reserved_claims_at_start_minus_notice_starts_at_start_and_completes_at_
     check(sim)
 
 
+def test_a_reservation_s_node_is_set_aside_at_sale_so_the_owner_cannot_make_it_start_late() -> None:
+    sim, clock = engine()
+    sim.submit(spec("r1", RES, 8, start_at=START + 1000, end_at=START + 2000))  # ue-0
+    assert sim.idle_nodes(H100) == 1  # the node set aside is not the owner's to count
+    sim.submit(spec("o1", INT, 8, duration=5000.0, queue=True))  # ue-1
+    sim.submit(spec("o2", INT, 4, duration=5000.0, queue=True))  # ue-0 is idle, yet not its
+    assert sim.workload("o2").state is WorkloadState.QUEUED
+    with pytest.raises(InsufficientCapacity):
+        sim.submit(spec("d1", OD, 1))  # on-demand keeps off it too
+    sim.submit(spec("s1", SPOT, 8))  # spot may use it until the claim
+    assert sim.workload("s1").allocation == {"ue-0": ALL8}
+    check(sim)
+
+    at(clock, 1000)
+    assert sim.workload("r1").started_at == START + 1000  # on time: spot had its notice
+    assert sim.workload("o2").state is WorkloadState.QUEUED
+    at(clock, 2000)  # the reservation ends: the node is the owner's again
+    assert sim.workload("o2").state is WorkloadState.RUNNING
+    assert [n.reserved for n in sim.node_holds(H100)] == [False, False]
+    check(sim)
+
+
+def test_reservations_share_a_node_set_aside_and_take_whole_nodes_beyond_one() -> None:
+    sim, clock = engine()
+    sim.submit(spec("r1", RES, 4, start_at=START + 1000, end_at=START + 2000))
+    sim.submit(spec("r2", RES, 4, start_at=START + 1500, end_at=START + 3000))
+    assert [n.reserved for n in sim.node_holds(H100)] == [True, False]  # both on ue-0
+    with pytest.raises(InsufficientCapacity):  # ue-1 alone cannot hold 16
+        sim.submit(spec("r3", RES, 16, start_at=START + 1000, end_at=START + 2000))
+    sim.submit(spec("r4", RES, 8, start_at=START + 1000, end_at=START + 2000))  # ue-1
+    at(clock, 1500)
+    assert {sim.workload(w).started_at for w in ("r1", "r2", "r4")} == {
+        START + 1000,
+        START + 1500,
+    }
+    check(sim)
+
+
+def test_a_reservation_that_cannot_be_set_aside_is_refused_and_changes_nothing() -> None:
+    sim, _ = engine()
+    sim.submit(spec("d1", OD, 8))  # ue-0
+    sim.submit(spec("o1", INT, 4, duration=100.0))  # ue-1
+    with pytest.raises(InsufficientCapacity, match="set aside"):
+        sim.submit(spec("r1", RES, 8, start_at=START + 1000, end_at=START + 2000))
+    assert [w.spec.id for w in sim.workloads()] == ["d1", "o1"]
+    assert [n.reserved for n in sim.node_holds(H100)] == [False, False]
+    check(sim)
+
+
 def test_freed_gpus_go_to_queued_internal_work_before_a_reserved_lease_that_queued_first() -> None:
     sim, clock = engine()
     sim.submit(spec("o1", OD, 8))  # ue-0
     sim.submit(spec("o2", OD, 8))  # ue-1
-    sim.submit(spec("r1", RES, 8, start_at=START + 200))
+    # Nothing can be set aside now; a reservation that may queue waits for its claim instead.
+    sim.submit(spec("r1", RES, 8, start_at=START + 200, queue=True))
     at(clock, 80)  # start − notice: nothing to claim, so the reserved lease waits in the queue
     assert sim.workload("r1").state is WorkloadState.QUEUED
     at(clock, 100)
@@ -578,23 +628,23 @@ def test_reserved_does_not_start_early_when_its_noticed_victim_is_stopped_early(
     sim, clock = engine()
     sim.submit(spec("s1", SPOT, 8))  # ue-0
     at(clock, 10)
-    sim.submit(spec("s2", SPOT, 8))  # ue-1: less lost work, the victim
-    sim.submit(spec("r1", RES, 8, start_at=START + 1000))
+    sim.submit(spec("s2", SPOT, 8))  # ue-1
+    sim.submit(spec("r1", RES, 8, start_at=START + 1000))  # sets aside spot's first node, ue-0
     at(clock, 880)
-    assert sim.workload("s2").state is WorkloadState.NOTICED
+    assert sim.workload("s1").state is WorkloadState.NOTICED
 
     at(clock, 900)
-    sim.stop("s2")  # its tenant stops it before the notice runs out
+    sim.stop("s1")  # its tenant stops it before the notice runs out
 
     view = sim.workload("r1")
-    assert (view.state, view.allocation) == (WorkloadState.PENDING, {"ue-1": ALL8})
+    assert (view.state, view.allocation) == (WorkloadState.PENDING, {"ue-0": ALL8})
     assert pool_usage(sim).claimed == 8
     check(sim)
     at(clock, 999)
     assert sim.workload("r1").state is WorkloadState.PENDING
     at(clock, 1000)
     assert sim.workload("r1").started_at == START + 1000
-    assert brief(sim.poll())[-2:] == [(K_END, "s2", 900), (K_START, "r1", 1000)]
+    assert brief(sim.poll())[-2:] == [(K_END, "s1", 900), (K_START, "r1", 1000)]
     check(sim)
 
 

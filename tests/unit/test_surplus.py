@@ -80,6 +80,16 @@ def test_nodes_to_free_takes_spot_only_nodes_fewest_gpus_first() -> None:
     assert nodes_to_free(nodes, 9) == ["c", "b"]  # d can never be freed by noticing spot
 
 
+def test_nodes_set_aside_for_a_reservation_are_never_the_owner_s_headroom() -> None:
+    nodes = [
+        NodeHold("a", 8, free=8, spot=0, noticed=0, reserved=True),  # idle, but promised
+        NodeHold("b", 8, free=2, spot=6, noticed=0, reserved=True),  # spot on a promised node
+        NodeHold("c", 8, free=6, spot=2, noticed=0),
+    ]
+    assert nodes_to_free(nodes, 1) == ["c"]
+    assert nodes_to_free(nodes, 2) == ["c"]
+
+
 def test_breaches() -> None:
     assert is_breach(Tier.ON_DEMAND, interrupted=True, late_seconds=0)
     assert is_breach(Tier.RESERVED, interrupted=False, late_seconds=1)

@@ -132,11 +132,15 @@ class NodeHold:
     """GPUs held by running spot work not yet noticed."""
     noticed: int
     """GPUs held by spot work already noticed."""
+    reserved: bool = False
+    """Some of its GPUs are set aside for a reservation: never the owner's, idle or not."""
 
 
 def nodes_to_free(nodes: Sequence[NodeHold], want_idle: int) -> list[str]:
     """The nodes whose spot work to notice so that ``want_idle`` nodes are (or soon will be)
-    wholly idle: nodes that hold nothing but spot, the fewest spot GPUs first."""
+    wholly idle: nodes that hold nothing but spot, the fewest spot GPUs first (a node set aside
+    for a reservation is never the owner's headroom)."""
+    nodes = [n for n in nodes if not n.reserved]
     idle = sum(1 for n in nodes if n.free == n.gpus)
     coming = sum(1 for n in nodes if n.noticed and n.spot == 0 and n.free + n.noticed == n.gpus)
     missing = want_idle - idle - coming

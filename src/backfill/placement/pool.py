@@ -68,8 +68,8 @@ def mix_pods(sizes: Sequence[int], node_gpus: int) -> Pods:
 StateKeys = Callable[[Cluster, Pod, IntArray], IntArray]
 """A policy's ranking of nodes for a pod (higher is better; among equals the node order wins)."""
 
-TAGS = 4
-"""A node's tags are two bits (the sim engine's: the owner's work, spot work)."""
+TAGS = 8
+"""A node's tags are three bits (the sim engine's: firm work, spot work, a reservation's)."""
 
 COMPACT_SLACK = 32
 """A state's heap is rebuilt once it holds more than twice its nodes plus this many entries."""
@@ -111,12 +111,16 @@ class PoolPlacer:
         policy: str = "backfill",
         seed: int = 0,
         fast: bool = True,
+        promised: int = 0,
     ) -> None:
+        """``promised``: tag bits of nodes promised to someone (a reservation): such a node is
+        never counted idle, so ``idle_nodes`` and ``keep_idle`` leave it out."""
         if policy not in ENGINE_POLICIES:
             raise ValueError(
                 f"unknown placement policy {policy!r}: choose one of {', '.join(ENGINE_POLICIES)}"
             )
         count = len(names)
+        self._promised = promised
         self.nodes = Nodes(
             names=tuple(names),
             cpu=np.zeros(count, dtype=np.int64),
@@ -155,7 +159,11 @@ class PoolPlacer:
         self._tags = [0] * count
         self._base = [base[g] for g in self._gpus]
         self._state = [base[g] + g for g in self._gpus]
-        self._whole = [int(0 < k == g) for k, g in zip(idle, state_gpus, strict=True)] * TAGS
+        self._whole = [
+            int(0 < k == g and not t & promised)
+            for t in range(TAGS)
+            for k, g in zip(idle, state_gpus, strict=True)
+        ]
         """Per state: 1 if its nodes are fully idle."""
         self._count = [0] * (TAGS * len(state_gpus))
         self._heaps: list[list[int]] = [[] for _ in range(TAGS * len(state_gpus))]
@@ -196,7 +204,7 @@ class PoolPlacer:
 
     @property
     def idle_nodes(self) -> int:
-        """How many nodes have all their GPUs idle."""
+        """How many nodes have all their GPUs idle (and are not promised)."""
         return self._idle_nodes
 
     def update(self, node: str, idle: Sequence[bool]) -> None:
@@ -295,7 +303,10 @@ class PoolPlacer:
         pod = Pod(cpu=0, memory=0, num_gpu=gpus, gpu_milli=MILLI, allowed=None)
         fitting = cluster.fits(pod)
         if not spare_idle:
-            fitting &= ~((cluster.fully_free == self.nodes.gpus) & self._has_gpus)
+            idle = (cluster.fully_free == self.nodes.gpus) & self._has_gpus
+            if self._promised:
+                idle &= (np.array(self._tags) & self._promised) == 0
+            fitting &= ~idle
         if avoid:
             fitting &= (np.array(self._tags) & avoid) == 0
         if not fitting.any():

@@ -7,6 +7,11 @@ clock readings always give the same events.
 
 The owner's queue is first come, first served, with greedy backfill: when GPUs free up, every
 queued job that fits starts, in arrival order.
+
+A reservation sold ahead of its start is given its GPUs when it is sold, as a Slurm reservation is
+given its nodes when it is created: from then on no firm work (the owner's, on-demand) is placed on
+those nodes; spot may use them until a notice period before the start, when it is noticed. So a
+reservation starts on time whatever the owner's load does in between.
 """
 
 from __future__ import annotations
@@ -43,8 +48,12 @@ from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPl
 from backfill.placement.pool import DEFAULT_MIX, PoolPlacer
 
 WARM_UP = 12 * 3600.0
-OWNER_NODE, SPOT_NODE = 1, 2
-"""A node's placement tags: the owner's work is on it; spot is on it."""
+OWNER_NODE, SPOT_NODE, RESERVED_NODE = 1, 2, 4
+"""A node's placement tags: firm work (the owner's or on-demand) is on it; spot is on it; a
+reservation holds some of its GPUs, now or from its start."""
+
+_FIRM = frozenset({Tier.INTERNAL, Tier.ON_DEMAND})
+"""Work placed anywhere but on a reservation's nodes, and never taken back."""
 
 _COMPLETE, _NOTICE_END, _RESERVED_CLAIM, _RESERVED_BEGIN, _RESERVED_END, _OWNER_ARRIVAL = range(6)
 
@@ -63,6 +72,8 @@ class _Workload:
     reason: str | None = None
     outcome: Outcome | None = None
     exit_code: int | None = None
+    earmark: dict[str, int] = field(default_factory=dict)
+    """A reservation's GPUs per node, set aside from its sale to its end."""
 
     def view(self) -> WorkloadView:
         slots = self.held or self.claimed
@@ -109,6 +120,7 @@ class SimEngine(FleetEngine):
         self._freed: dict[str, int] = {}  # per pool: bumped whenever GPUs free up there
         self._tried: dict[str, int] = {}  # queued work → its pool's _freed at its last try
         self._pool_spot: dict[str, int] = {}
+        self._earmark: dict[str, dict[str, int]] = {}  # node → reservation → GPUs set aside
         # Where requests of up to a node go: the placement policy, judged against the request
         # sizes the owner usually submits, so leases leave room for the owner's next jobs.
         mix = owner.sizes if owner is not None else DEFAULT_MIX
@@ -118,6 +130,7 @@ class SimEngine(FleetEngine):
                 [n.gpus for n in pool.nodes],
                 mix=mix,
                 policy=placement,
+                promised=RESERVED_NODE,
             )
             for pool in fleet.pools
         }
@@ -171,7 +184,19 @@ class SimEngine(FleetEngine):
                 raise ShapeNotPlaceable(str(exc), field="gpus") from None
             work = _Workload(spec=spec, state=WorkloadState.PENDING, submitted_at=self._now)
             if spec.start_at is not None and spec.start_at > self._now:
+                earmark = self._earmark_for(spec, pool) if not spec.tier.preemptible else None
+                if earmark is None and not spec.queue and not spec.tier.preemptible:
+                    raise InsufficientCapacity(
+                        f"{spec.gpus} {pool.accelerator} GPUs cannot be set aside in {pool.key}"
+                        " now",
+                        field="gpus",
+                    )
                 self._register(work)
+                if earmark:
+                    work.earmark = earmark
+                    for node, gpus in earmark.items():
+                        self._earmark.setdefault(node, {})[spec.id] = gpus
+                        self._touch(node)
                 # Claim a notice period early, so spot in the way is gone by the start.
                 claim_at = max(self._now, spec.start_at - pool.notice_seconds)
                 self._push(claim_at, _RESERVED_CLAIM, spec.id)
@@ -257,6 +282,7 @@ class SimEngine(FleetEngine):
                     self._node_free[node.name],
                     self._node_spot[node.name],
                     self._node_noticed[node.name],
+                    reserved=node.name in self._earmark,
                 )
                 for node in self._pool(pool).nodes
             ]
@@ -291,7 +317,9 @@ class SimEngine(FleetEngine):
             self._start_if_clear(work)
             return
         elif kind == _RESERVED_CLAIM and work.state is WorkloadState.PENDING and not work.claimed:
-            placement = self._place(work.spec, self._fleet.pool(work.spec.pool))
+            placement = self._earmarked(work) or self._place(
+                work.spec, self._fleet.pool(work.spec.pool)
+            )
             if placement is None:
                 work.state = WorkloadState.QUEUED
                 self._queue.append(work.spec.id)
@@ -315,26 +343,111 @@ class SimEngine(FleetEngine):
             return None  # cannot fit whatever the shape: skip the scan
         size = pool.max_node_gpus
         placer = self._placer[pool.key]
+        firm = not spec.tier.preemptible  # keeps off the nodes set aside for reservations
         if spec.gpus <= size:
-            if spec.tier.preemptible:
+            if not firm:
                 avoid = OWNER_NODE if spec.apart_from_owner else 0
                 chosen = placer.choose(spec.gpus, keep_idle=spec.keep_idle_nodes, avoid=avoid)
             else:
                 # Work that is never taken back keeps off spot's nodes while it can, so that
                 # taking spot back frees whole nodes.
                 chosen = placer.choose(
-                    spec.gpus, keep_idle=spec.keep_idle_nodes, avoid=SPOT_NODE
-                ) or placer.choose(spec.gpus, keep_idle=spec.keep_idle_nodes)
+                    spec.gpus, keep_idle=spec.keep_idle_nodes, avoid=SPOT_NODE | RESERVED_NODE
+                ) or placer.choose(spec.gpus, keep_idle=spec.keep_idle_nodes, avoid=RESERVED_NODE)
             found = None if chosen is None else Placement(((chosen[0], spec.gpus),), frozenset())
         elif placer.idle_nodes - -(-spec.gpus // size) < spec.keep_idle_nodes:
             found = None  # it would take whole nodes the headroom keeps idle
         else:
-            found = place(spec.gpus, self._light[pool.key], may_preempt=False, node_size=size)
+            light = self._light[pool.key]
+            if firm and self._earmark:
+                light = [n for n in light if n.name not in self._earmark]
+            found = place(spec.gpus, light, may_preempt=False, node_size=size)
         if found is not None or not claimant_may_preempt or not self._pool_spot[pool.key]:
             return found  # (with no spot in the pool, preempting finds nothing more)
         smallest = spec.gpus if spec.gpus <= size else size
-        candidates = list(self._node_states(pool, smallest))
+        candidates = [
+            n for n in self._node_states(pool, smallest) if not (firm and n.name in self._earmark)
+        ]
         return place(spec.gpus, candidates, may_preempt=True, node_size=size)
+
+    def _earmark_for(self, spec: WorkloadSpec, pool: Pool) -> dict[str, int] | None:
+        """GPUs to set aside for a reservation sold now, on nodes without firm work: packed onto
+        the nodes other reservations hold where it fits; else idle GPUs where the policy places
+        it; else GPUs spot holds now (it is noticed a notice period before the start). Never the
+        idle nodes ``keep_idle_nodes`` keeps for the owner."""
+        size = pool.max_node_gpus
+        placer = self._placer[pool.key]
+        if spec.gpus <= size:
+            best: tuple[int, str] | None = None
+            for node, marks in self._earmark.items():
+                if self._pool_of[node] is not pool:
+                    continue
+                spare = len(self._holder[node]) - sum(marks.values())
+                for h, c in zip(self._holder[node], self._claim[node], strict=True):
+                    user = c if c is not None else h  # firm work not set aside here takes a GPU
+                    if user is not None and user not in marks:
+                        spare -= not self._workloads[user].spec.tier.preemptible
+                if spare >= spec.gpus:
+                    best = min(best or (spare, node), (spare, node))
+            if best is not None:
+                return {best[1]: spec.gpus}
+            chosen = placer.choose(
+                spec.gpus, keep_idle=spec.keep_idle_nodes, avoid=OWNER_NODE | RESERVED_NODE
+            )
+            if chosen is not None:
+                return {chosen[0]: spec.gpus}
+        else:
+            light = [n for n in self._light[pool.key] if n.name not in self._earmark]
+            found = place(spec.gpus, light, may_preempt=False, node_size=size)
+            if found is not None and placer.idle_nodes - len(found.nodes) >= spec.keep_idle_nodes:
+                return dict(found.nodes)
+        # Nodes that hold nothing but spot and idle GPUs, the fewest idle first.
+        spare_idle = placer.idle_nodes - spec.keep_idle_nodes
+        picked: list[str] = []
+        candidates = sorted(
+            (self._node_free[n.name], n.name)
+            for n in pool.nodes
+            if n.name not in self._earmark
+            and n.gpus >= min(spec.gpus, size)
+            and self._node_free[n.name] + self._node_spot[n.name] + self._node_noticed[n.name]
+            == n.gpus
+        )
+        for free, name in candidates:
+            if free == len(self._holder[name]):
+                if spare_idle <= 0:
+                    continue
+                spare_idle -= 1
+            picked.append(name)
+            if len(picked) * size >= spec.gpus:
+                break
+        if len(picked) * size < spec.gpus:
+            return None
+        if spec.gpus <= size:
+            return {picked[0]: spec.gpus}
+        return dict.fromkeys(picked, size)
+
+    def _earmarked(self, work: _Workload) -> Placement | None:
+        """A reservation's claim on the GPUs set aside for it: the idle ones first, then those
+        of the spot work on them (noticed now, gone by the start)."""
+        if not work.earmark:
+            return None
+        victims: set[str] = set()
+        for node, count in work.earmark.items():
+            holders, claims = self._holder[node], self._claim[node]
+            free = sum(1 for h, c in zip(holders, claims, strict=True) if h is None and c is None)
+            for h, c in zip(holders, claims, strict=True):
+                if free >= count:
+                    break
+                if c is None and h is not None and h not in victims:
+                    if not self._workloads[h].spec.tier.preemptible:
+                        continue
+                    victims.add(h)
+                    free += sum(
+                        1 for x, y in zip(holders, claims, strict=True) if x == h and y is None
+                    )
+            if free < count:
+                return None  # cannot happen while firm work keeps off the node; queue if it does
+        return Placement(tuple(sorted(work.earmark.items())), frozenset(victims))
 
     def _node_states(self, pool: Pool, smallest: int) -> Iterator[NodeState]:
         """Full node states (with preemptible holdings) of the nodes that could host a claim:
@@ -423,6 +536,12 @@ class SimEngine(FleetEngine):
             self._queue.remove(wid)
             self._tried.pop(wid, None)
         work.state = WorkloadState.ENDED
+        for node in work.earmark:
+            marks = self._earmark[node]
+            del marks[wid]
+            if not marks:
+                del self._earmark[node]
+            self._touch(node)
         for node, idx in work.held.items():
             for i in idx:
                 self._holder[node][i] = None
@@ -472,7 +591,7 @@ class SimEngine(FleetEngine):
         free = spot = noticed = 0
         tags = 0  # OWNER_NODE: the owner's work holds or claims a GPU; SPOT_NODE: spot holds one
         for h, c in zip(holders, claims, strict=True):
-            if c is not None and self._workloads[c].spec.tier is Tier.INTERNAL:
+            if c is not None and self._workloads[c].spec.tier in _FIRM:
                 tags |= OWNER_NODE
             if h is None:
                 free += c is None
@@ -485,8 +604,10 @@ class SimEngine(FleetEngine):
                         spot += 1
                     else:
                         noticed += 1
-            elif work.spec.tier is Tier.INTERNAL:
+            elif work.spec.tier in _FIRM:
                 tags |= OWNER_NODE
+        if node in self._earmark:
+            tags |= RESERVED_NODE
         pool = self._pool_of[node].key
         if free > self._node_free[node] or spot > self._node_spot[node]:
             self._freed[pool] += 1
