@@ -389,7 +389,9 @@ def replay_trace(
         Path | None, typer.Option("--market", help="Market model (TOML); default: built in.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Market seed (overrides the file's).")] = None,
-    policy: Annotated[str, typer.Option(help="full, spot or none: the policy reported.")] = "full",
+    policy: Annotated[
+        str, typer.Option(help="spot (the default), full or none: the policy reported.")
+    ] = "spot",
     headroom: Annotated[
         float, typer.Option(help="Share of nodes kept idle for the owner.")
     ] = DEFAULT_HEADROOM,
@@ -475,7 +477,7 @@ def replay_trace(
             )
         except ValueError as exc:
             _fail(str(exc))
-    for line in report.describe([result.runs["spot"], result.main], result.baseline):
+    for line in report.describe([result.runs["spot"], result.runs["full"]], result.baseline):
         console.print(line)
     data = report.to_json(result)
     if json_out is not None:

@@ -7,6 +7,7 @@ week of history and the floor sells for the last days.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from functools import cache
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from backfill.domain.fleet import Fleet, Node, Pool, Prices
-from backfill.domain.surplus import FULL, NO_LEASING, SurplusPolicy
+from backfill.domain.surplus import FULL, NO_LEASING, SPOT_ONLY, SurplusPolicy
 from backfill.domain.tiers import EXTERNAL_TIERS, Tier
 from backfill.engines.base import Outcome
 from backfill.replay.market import DEFAULT_MARKET, HOUR
@@ -110,6 +111,56 @@ def test_spot_stops_only_after_its_full_notice_and_nothing_else_is_taken_back() 
             assert view.outcome in (Outcome.COMPLETED, Outcome.STOPPED, None)
 
 
+def test_reservations_start_on_time_because_their_gpus_are_set_aside_when_sold() -> None:
+    """A market of day-long reservations sold up to a day ahead, and spot: the owner's work and
+    on-demand keep off a reservation's nodes from its sale, spot on them leaves with its notice."""
+    pool_market = replace(
+        DEFAULT_MARKET.default,
+        tiers={Tier.RESERVED: 0.3, Tier.SPOT: 0.7},
+        reserved_days=(1, 1),
+        reserved_lead_hours=(1.0, 24.0),
+    )
+    market = replace(DEFAULT_MARKET, default=pool_market)
+    # The owner's 16-node load on 32 nodes: a day's peak leaves room to sell a day ahead.
+    run = replay(synthetic_trace(), fleet(nodes=32), market, FULL, start=START)
+    reserved = [v for v in run.views.values() if v.spec.tier is Tier.RESERVED]
+    started = [v for v in reserved if v.started_at is not None]
+    assert len(started) >= 5
+    for view in started:
+        assert view.started_at == view.spec.start_at
+        assert view.outcome in (Outcome.COMPLETED, Outcome.STOPPED)
+    assert run.sla_breaches == 0 and run.notice_violations == 0
+
+
+def test_a_spot_ask_waits_for_gpus_up_to_its_patience_and_every_ask_is_accounted_for() -> None:
+    trace, small = synthetic_trace(), fleet()
+    patience = DEFAULT_MARKET.default.spot_patience_hours * HOUR
+    assert patience > 0
+    impatient = replace(
+        DEFAULT_MARKET, default=replace(DEFAULT_MARKET.default, spot_patience_hours=0.0)
+    )
+    runs = {
+        "patient": replay(trace, small, DEFAULT_MARKET, SPOT_ONLY, start=START),
+        "impatient": replay(trace, small, impatient, SPOT_ONLY, start=START),
+    }
+    for run in runs.values():
+        assert len(run.leases) + sum(run.refused.values()) == sum(run.asked.values())
+    waited = [
+        lease.started - lease.request.at
+        for lease in runs["patient"].leases.values()
+        if lease.started is not None
+    ]
+    assert max(waited) > 0 and max(waited) < patience
+    assert runs["patient"].refused["expired"] > 0
+    assert all(
+        lease.started == lease.request.at
+        for lease in runs["impatient"].leases.values()
+        if lease.started is not None
+    )
+    assert runs["impatient"].refused["expired"] == 0
+    assert runs["patient"].gpu_seconds[Tier.SPOT] > runs["impatient"].gpu_seconds[Tier.SPOT]
+
+
 def test_every_owner_job_runs_and_waits_are_measured() -> None:
     run = full_run()
     assert len(run.waits) == len(synthetic_trace().jobs)
@@ -178,10 +229,8 @@ def _without_timings(data: object) -> object:
 def test_headroom_keeps_whole_nodes_idle_for_the_owner() -> None:
     """More headroom: the owner's jobs wait less often for spot to leave, and less is sold."""
     trace, small = synthetic_trace(), fleet()
-    none = replay(trace, small, DEFAULT_MARKET, SurplusPolicy(floor=False, headroom=0), start=START)
-    kept = replay(
-        trace, small, DEFAULT_MARKET, SurplusPolicy(floor=False, headroom=0.2), start=START
-    )
+    none = replay(trace, small, DEFAULT_MARKET, SurplusPolicy(headroom=0), start=START)
+    kept = replay(trace, small, DEFAULT_MARKET, SurplusPolicy(headroom=0.2), start=START)
     assert (kept.waits > 0).sum() < (none.waits > 0).sum()
     assert kept.gpu_seconds[Tier.SPOT] < none.gpu_seconds[Tier.SPOT]
     assert kept.headroom_notices > 0

@@ -31,6 +31,7 @@ from backfill.domain.tiers import Tier
 
 DEFAULT_CONFIDENCE = 0.99
 DEFAULT_HEADROOM = 0.03
+DEFAULT_SURGE = 4.0
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,13 @@ class SurplusPolicy:
     """The knobs of a sale policy; ``spot``/``floor`` switch a kind of sale off entirely."""
 
     spot: bool = True
-    floor: bool = True
+    floor: bool = False
+    """Sell reserved and on-demand under the floor too (off by default: see ``DEFAULT``)."""
     confidence: float = DEFAULT_CONFIDENCE
     """The quantile of the owner's forecast peak that reserved and on-demand sales stay under."""
     headroom: float = DEFAULT_HEADROOM
     """Share of a pool's nodes kept wholly idle for the owner (rounded up: 3 % of 64 is 2)."""
-    surge: float = 1.0
+    surge: float = DEFAULT_SURGE
     """The headroom also covers the GPUs the owner asked for in the last ``surge`` notice
     periods: a burst of arrivals is met by noticing spot before the burst eats the headroom."""
     apart: bool = True
@@ -75,8 +77,13 @@ class SurplusPolicy:
 
 
 NO_LEASING = SurplusPolicy(spot=False, floor=False)
-SPOT_ONLY = SurplusPolicy(floor=False)
-FULL = SurplusPolicy()
+SPOT_ONLY = SurplusPolicy()
+FULL = SurplusPolicy(floor=True)
+DEFAULT = SPOT_ONLY
+"""The default sells spot only. Replays of four ITP owners (bench/RESULTS.md) show why: their
+demand bursts past anything the forecast saw (cluster 07 to 1.9× its GPUs on day 16), and
+firm leases, which cannot be taken back, then stand between the owner and its GPUs for hours,
+while spot is back with the owner one notice period after the burst begins."""
 
 
 @dataclass(frozen=True)

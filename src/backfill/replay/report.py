@@ -1,8 +1,9 @@
 """The economics report: runs compared on one trace and seed, as JSON and as HTML with plots.
 
 ``compare`` replays (a) no leasing, (b) spot only and (c) the full policy, then a sweep of the
-headroom and confidence knobs around (c) that draws the frontier: the share of the baseline's idle
-GPU-hours sold against the growth of the owner's p99 wait.
+headroom and confidence knobs around the chosen policy (the default: spot only) that draws the
+frontier: the share of the baseline's idle GPU-hours sold against the growth of the owner's p99
+wait.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from backfill.domain.fleet import Fleet
-from backfill.domain.surplus import FULL, NO_LEASING, SurplusPolicy
+from backfill.domain.surplus import DEFAULT, NO_LEASING, SurplusPolicy
 from backfill.domain.tiers import EXTERNAL_TIERS, Tier
 from backfill.replay.market import HOUR, Market
 from backfill.replay.runner import TIERS, RunResult, replay
@@ -42,10 +43,12 @@ class Comparison:
     runs: dict[str, RunResult]
     """``spot`` and ``full``."""
     frontier: list[RunResult]
+    """The chosen policy's run first, then the sweep around it."""
 
     @property
     def main(self) -> RunResult:
-        return self.runs["full"]
+        """The chosen policy's run."""
+        return self.frontier[0]
 
 
 def compare(
@@ -54,21 +57,22 @@ def compare(
     market: Market,
     *,
     start: int,
-    policy: SurplusPolicy = FULL,
+    policy: SurplusPolicy = DEFAULT,
     sweep: bool = True,
     name: str = "trace",
     progress: Callable[[str, float], None] | None = None,
 ) -> Comparison:
-    """Replay ``trace`` without leasing, with spot only and with ``policy``, and the sweep."""
+    """Replay ``trace`` without leasing, with spot only and with the full policy (``policy``'s
+    knobs with and without the floor), and the sweep around ``policy``."""
 
     def run(label: str, p: SurplusPolicy) -> RunResult:
         report = None if progress is None else (lambda share: progress(label, share))
         return replay(trace, fleet, market, p, start=start, progress=report)
 
     baseline = run("no leasing", NO_LEASING)
-    spot = run("spot only", replace(policy, floor=False))
-    full = run("full policy", policy)
-    frontier = [full]
+    spot = run("spot only", replace(policy, spot=True, floor=False))
+    full = run("full policy", replace(policy, spot=True, floor=True))
+    frontier = [full if policy.floor else spot]
     if sweep:
         for knobs in sweep_points(policy):
             frontier.append(run(knobs.name(), knobs))
@@ -77,7 +81,8 @@ def compare(
 
 def sweep_points(policy: SurplusPolicy) -> list[SurplusPolicy]:
     points = [replace(policy, headroom=h) for h in SWEEP_HEADROOM if h != policy.headroom]
-    points += [replace(policy, confidence=c) for c in SWEEP_CONFIDENCE if c != policy.confidence]
+    full = replace(policy, floor=True)  # the confidence moves only what the floor sells
+    points += [replace(full, confidence=c) for c in SWEEP_CONFIDENCE if c != policy.confidence]
     return points
 
 
@@ -137,7 +142,7 @@ def run_summary(run: RunResult, baseline: RunResult) -> dict[str, Any]:
 
 
 def to_json(c: Comparison) -> dict[str, Any]:
-    """The report's JSON: the full policy's figures at the top, every run below."""
+    """The report's JSON: the chosen policy's figures at the top, every run below."""
     (pool,) = c.fleet.pools
     out: dict[str, Any] = {
         "trace": c.trace,
@@ -167,6 +172,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
     }
     out["frontier"] = [
         {
+            "policy": run.policy.name(),
             "headroom": run.policy.headroom,
             "confidence": run.policy.confidence,
             "sold_share_of_idle": round(sold_share(run, c.baseline), 6),
@@ -291,7 +297,7 @@ def _three_runs(c: Comparison) -> list[tuple[str, RunResult, str]]:
     return [
         ("no leasing", c.baseline, "#888888"),
         ("spot only", c.runs["spot"], COLOURS[Tier.SPOT]),
-        ("full policy", c.main, COLOURS[Tier.ON_DEMAND]),
+        ("full policy", c.runs["full"], COLOURS[Tier.ON_DEMAND]),
     ]
 
 
@@ -311,7 +317,7 @@ def _revenue(plt: Any, c: Comparison) -> str:
     names = ["spot only", "full policy"]
     bottom = np.zeros(2)
     for tier in EXTERNAL_TIERS:
-        values = np.array([float(r.revenue[tier]) for r in (c.runs["spot"], c.main)])
+        values = np.array([float(r.revenue[tier]) for r in (c.runs["spot"], c.runs["full"])])
         ax.bar(names, values, bottom=bottom, label=tier.value, color=COLOURS[tier])
         bottom += values
     ax.set_ylabel("revenue")
@@ -334,7 +340,7 @@ def _wait_cdf(plt: Any, c: Comparison) -> str:
 
 
 def _band(plt: Any, c: Comparison) -> str:
-    run = c.main
+    run = c.runs["full"]  # the run whose floor the forecast drew
     fig, ax = plt.subplots(figsize=(10, 3.4))
     hours = np.arange(len(run.demand)) / 24
     ax.plot(hours, run.demand, lw=0.6, color="#222222", label="owner's demand (hourly peak)")
@@ -361,20 +367,23 @@ def _frontier(plt: Any, c: Comparison) -> str:
         y = p99_growth(run, c.baseline)
         main = run is c.main
         ax.scatter(x, y, color=COLOURS[Tier.SPOT] if not main else "#222222", zorder=3)
+        knobs = f"h{run.policy.headroom:.0%}"
+        if run.policy.floor:
+            knobs += f" c{run.policy.confidence:g}"
         ax.annotate(
-            f"h{run.policy.headroom:.0%} c{run.policy.confidence:g}",
+            knobs,
             (x, y),
             fontsize=7,
             xytext=(4, 4),
             textcoords="offset points",
         )
-    spot = c.runs["spot"]
+    full = c.runs["full"]
     ax.scatter(
-        sold_share(spot, c.baseline) * 100,
-        p99_growth(spot, c.baseline),
+        sold_share(full, c.baseline) * 100,
+        p99_growth(full, c.baseline),
         marker="s",
         color=COLOURS[Tier.ON_DEMAND],
-        label="spot only",
+        label="full policy",
     )
     ax.axhline(p99_allowance(c.baseline), color="#aa3333", lw=0.8, ls="--", label="allowance")
     ax.axvline(90, color="#888888", lw=0.8, ls=":", label="90 % sold")

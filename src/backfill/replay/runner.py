@@ -147,6 +147,7 @@ class _Ledger:
         hours = math.ceil((end - start) / HOUR)
         self.hourly = np.zeros((hours, len(TIERS) + 1))
         self.at = float(start)
+        self.frees = 0  # bumped whenever GPUs free up
 
     def advance(self, to: float) -> None:
         a, b = max(self.at, self.start), min(to, self.end)
@@ -174,6 +175,7 @@ class _Ledger:
         return spot_price(self.prices, Decimal(busy) / Decimal(self.capacity))
 
     def change(self, tier: Tier, gpus: int) -> None:
+        self.frees += gpus < 0
         self.running[tier] += gpus
         if self.running[tier] < 0 or sum(self.running.values()) > self.capacity:
             raise AssertionError(f"ledger out of balance: {self.running} on {self.capacity} GPUs")
@@ -328,11 +330,47 @@ def replay(
         peak = forecast.window_max(demand[: origin + 1], origin, span, policy.confidence)
         return max(peak, owner_demand)
 
+    patience = market.of(pool.key).spot_patience_hours * HOUR
+    waiting: list[LeaseRequest] = []  # spot asks waiting for GPUs (persistent requests)
+    tried_at_frees = -1  # the ledger's frees when the waiting asks were last tried
+
+    def fill(now: float) -> None:
+        """Place the waiting spot asks that fit now, oldest first; drop the expired ones."""
+        nonlocal waiting, tried_at_frees
+        if not waiting:
+            return
+        if waiting[0].at + patience <= now:
+            kept = [r for r in waiting if r.at + patience > now]
+            refused["expired"] += len(waiting) - len(kept)
+            waiting = kept
+        if tried_at_frees == ledger.frees or owner_demand > ledger.running[Tier.INTERNAL]:
+            return  # nothing freed since the last try, or the owner is queued
+        tried_at_frees = ledger.frees
+        spare = capacity - sum(ledger.running.values()) - headroom_now(now) * pool.max_node_gpus
+        price = ledger.spot_price()
+        kept = []
+        for request in waiting:
+            if request.gpus > spare or (request.bid is not None and request.bid < price):
+                kept.append(request)
+            elif place(request, now):
+                spare -= request.gpus
+            else:
+                spare = request.gpus - 1  # nothing this size fits: try only smaller ones
+                kept.append(request)
+        waiting = kept
+
     def sell(request: LeaseRequest, now: float) -> None:
         reason = decide(request, now)
-        if reason is not None:
+        if reason is None:
+            if place(request, now):
+                return
+            reason = "no_room_now"
+        if request.tier is Tier.SPOT and patience and reason != "spot_not_sold":
+            waiting.append(request)  # a persistent spot request: it waits for GPUs
+        else:
             refused[reason] += 1
-            return
+
+    def place(request: LeaseRequest, now: float) -> bool:
         spec = WorkloadSpec(
             id=request.id,
             tier=request.tier,
@@ -342,7 +380,7 @@ def replay(
             duration=None if request.tier is Tier.RESERVED else request.seconds,
             start_at=request.start_at,
             end_at=request.end_at if request.tier is Tier.RESERVED else None,
-            keep_idle_nodes=headroom_now(now) if request.tier is Tier.SPOT else 0,
+            keep_idle_nodes=headroom_now(now) if request.tier is not Tier.ON_DEMAND else 0,
             apart_from_owner=request.tier is Tier.SPOT and policy.apart,
         )
         leases[request.id] = Lease(request)
@@ -350,12 +388,10 @@ def replay(
             engine.submit(spec)
         except BackfillError:
             del leases[request.id]
-            refused["no_room_now"] += 1
-            return
-        if request.tier is not Tier.SPOT:
-            commitments[request.id] = Commitment(
-                request.start_at or now, request.end_at, request.gpus
-            )
+            return False
+        if request.tier is not Tier.SPOT:  # a reservation's GPUs are set aside from its sale
+            commitments[request.id] = Commitment(now, request.end_at, request.gpus)
+        return True
 
     def decide(request: LeaseRequest, now: float) -> str | None:
         if request.tier is Tier.SPOT:
@@ -415,12 +451,14 @@ def replay(
             sync(now)
             sell(requests[i_req], now)
             i_req += 1
+        fill(now)
         done_steps += 1
         if progress is not None and done_steps % step == 0:
             progress(min(0.99, (now - start) / (end - start)))
 
     # The market closes at the window's end: leases stop; the owner's queue drains.
     sync(float(end))
+    refused["expired"] += len(waiting)
     for lease_id, lease in leases.items():
         if lease.ended is None:
             engine.stop(lease_id)
