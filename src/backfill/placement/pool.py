@@ -302,13 +302,12 @@ class PoolPlacer:
         cluster = self.cluster
         pod = Pod(cpu=0, memory=0, num_gpu=gpus, gpu_milli=MILLI, allowed=None)
         fitting = cluster.fits(pod)
+        tags = np.array(self._tags)
         if not spare_idle:
             idle = (cluster.fully_free == self.nodes.gpus) & self._has_gpus
-            if self._promised:
-                idle &= (np.array(self._tags) & self._promised) == 0
-            fitting &= ~idle
+            fitting &= ~(idle & ((tags & self._promised) == 0))
         if avoid:
-            fitting &= (np.array(self._tags) & avoid) == 0
+            fitting &= (tags & avoid) == 0
         if not fitting.any():
             return None
         choice = self._choose(cluster, pod, fitting)

@@ -26,6 +26,7 @@ before it has a week of history, nothing is sold under the floor.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import Counter, deque
@@ -229,6 +230,7 @@ def replay(
     forecast: DemandForecast | None = None
     submits = [start + job.submit for job in trace.jobs]
     arrivals: deque[tuple[float, int]] = deque()  # the owner's arrivals in the surge window
+    arriving = 0  # their GPUs
     surge_window = policy.surge * pool.notice_seconds
     gpus_of = [job.gpus for job in trace.jobs]
 
@@ -297,9 +299,10 @@ def replay(
 
     def headroom_now(now: float) -> int:
         """Whole nodes to keep idle: the policy's share, plus what the owner asked for lately."""
+        nonlocal arriving
         while arrivals and arrivals[0][0] <= now - surge_window:
-            arrivals.popleft()
-        return keep + -(-sum(g for _, g in arrivals) // pool.max_node_gpus) if keep else 0
+            arriving -= arrivals.popleft()[1]
+        return keep + -(-arriving // pool.max_node_gpus) if keep else 0
 
     def restore_headroom(now: float) -> None:
         want = headroom_now(now)
@@ -331,7 +334,7 @@ def replay(
         return max(peak, owner_demand)
 
     patience = market.of(pool.key).spot_patience_hours * HOUR
-    waiting: list[LeaseRequest] = []  # spot asks waiting for GPUs (persistent requests)
+    waiting: list[LeaseRequest] = []  # spot asks waiting for GPUs (persistent), by ask time
     tried_at_frees = -1  # the ledger's frees when the waiting asks were last tried
 
     def fill(now: float) -> None:
@@ -339,10 +342,10 @@ def replay(
         nonlocal waiting, tried_at_frees
         if not waiting:
             return
-        if waiting[0].at + patience <= now:
-            kept = [r for r in waiting if r.at + patience > now]
-            refused["expired"] += len(waiting) - len(kept)
-            waiting = kept
+        expired = bisect.bisect_right(waiting, now - patience, key=lambda r: r.at)
+        if expired:
+            refused["expired"] += expired
+            del waiting[:expired]
         if tried_at_frees == ledger.frees or owner_demand > ledger.running[Tier.INTERNAL]:
             return  # nothing freed since the last try, or the owner is queued
         tried_at_frees = ledger.frees
@@ -445,6 +448,7 @@ def replay(
             owner_demand += gpus_of[i_job]
             record_demand(now)
             arrivals.append((now, gpus_of[i_job]))
+            arriving += gpus_of[i_job]
             restore_headroom(now)
             i_job += 1
         else:

@@ -184,19 +184,18 @@ class SimEngine(FleetEngine):
                 raise ShapeNotPlaceable(str(exc), field="gpus") from None
             work = _Workload(spec=spec, state=WorkloadState.PENDING, submitted_at=self._now)
             if spec.start_at is not None and spec.start_at > self._now:
-                earmark = self._earmark_for(spec, pool) if not spec.tier.preemptible else None
-                if earmark is None and not spec.queue and not spec.tier.preemptible:
-                    raise InsufficientCapacity(
-                        f"{spec.gpus} {pool.accelerator} GPUs cannot be set aside in {pool.key}"
-                        " now",
-                        field="gpus",
-                    )
+                if not spec.tier.preemptible:
+                    work.earmark = self._earmark_for(spec, pool) or {}
+                    if not work.earmark and not spec.queue:
+                        raise InsufficientCapacity(
+                            f"{spec.gpus} {pool.accelerator} GPUs cannot be set aside in"
+                            f" {pool.key} now",
+                            field="gpus",
+                        )
                 self._register(work)
-                if earmark:
-                    work.earmark = earmark
-                    for node, gpus in earmark.items():
-                        self._earmark.setdefault(node, {})[spec.id] = gpus
-                        self._touch(node)
+                for node, gpus in work.earmark.items():
+                    self._earmark.setdefault(node, {})[spec.id] = gpus
+                    self._touch(node)
                 # Claim a notice period early, so spot in the way is gone by the start.
                 claim_at = max(self._now, spec.start_at - pool.notice_seconds)
                 self._push(claim_at, _RESERVED_CLAIM, spec.id)
@@ -438,9 +437,12 @@ class SimEngine(FleetEngine):
             for h, c in zip(holders, claims, strict=True):
                 if free >= count:
                     break
-                if c is None and h is not None and h not in victims:
-                    if not self._workloads[h].spec.tier.preemptible:
-                        continue
+                if (
+                    c is None
+                    and h is not None
+                    and h not in victims
+                    and self._workloads[h].spec.tier.preemptible
+                ):
                     victims.add(h)
                     free += sum(
                         1 for x, y in zip(holders, claims, strict=True) if x == h and y is None
