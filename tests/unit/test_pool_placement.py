@@ -13,7 +13,7 @@ from backfill.domain.tiers import Tier
 from backfill.engines.base import WorkloadSpec, WorkloadState
 from backfill.engines.sim import ManualClock, SimEngine
 from backfill.placement.openb import MILLI
-from backfill.placement.pool import PoolPlacer, mix_pods
+from backfill.placement.pool import TAGS, PoolPlacer, mix_pods
 
 START = 1_767_225_600.0
 POOL = "lab/L40S"
@@ -77,24 +77,40 @@ def _replay(seed: int, policy: str) -> int:
     fast = PoolPlacer(names, gpus, mix=mix, policy=policy)
     slow = PoolPlacer(names, gpus, mix=mix, policy=policy, fast=False)
     idle = {name: [True] * g for name, g in zip(names, gpus, strict=True)}
+    tags = dict.fromkeys(names, 0)
+    largest = max(gpus)
     chosen = 0
     for _ in range(300):
         roll = rng.random()
-        if roll < 0.3:  # some node changes (or is told its state again)
+        if roll < 0.3:  # some node changes (or is told its state again), maybe its tags too
             name = rng.choice(names)
             idle[name] = _random_flags(rng, len(idle[name]))
-            fast.update(name, idle[name])
-            slow.update(name, idle[name])
+            if rng.random() < 0.3:
+                tags[name] = rng.randrange(TAGS)
+            fast.update(name, idle[name], tags=tags[name])
+            slow.update(name, idle[name], tags=tags[name])
         elif roll < 0.4:  # work ends on a node
             name = rng.choice(names)
             idle[name] = [True] * len(idle[name])
             fast.update(name, idle[name])
             slow.update(name, idle[name])
+        elif roll < 0.5:  # a multi-node request: the first whole idle nodes, in node order
+            count, avoid = rng.randint(1, 6), rng.choice((0, 0, 1, 2, 4, 6))
+            whole = [
+                name
+                for name, g in zip(names, gpus, strict=True)
+                if g == largest and all(idle[name]) and not tags[name] & avoid
+            ]
+            expected = whole[:count] if len(whole) >= count else None
+            assert fast.whole_nodes(count, avoid=avoid) == expected, (seed, count, avoid)
+            assert fast.whole_nodes(count, avoid=avoid) == expected  # nothing was taken
         else:  # a request: place it as the engine does
             size = rng.randint(1, 8)
             keep = rng.choice((0, 0, 0, 1, 2, 5, 20))
-            got = fast.choose(size, keep_idle=keep)
-            assert got == slow.choose(size, keep_idle=keep), (seed, policy, size, keep)
+            avoid = rng.choice((0, 0, 0, 1, 2, 6))
+            got = fast.choose(size, keep_idle=keep, avoid=avoid)
+            assert got == slow.choose(size, keep_idle=keep, avoid=avoid), (seed, size, keep)
+            assert got is None or not tags[got[0]] & avoid
             if got is not None:
                 chosen += 1
                 name, taken = got

@@ -146,7 +146,7 @@ class Pool:
                 f"pool {self.key}: sellable_floor must be between 0 and {self.gpus}",
             )
 
-    @property
+    @cached_property
     def key(self) -> str:
         return pool_key(self.region, self.accelerator)
 

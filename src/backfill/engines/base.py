@@ -104,6 +104,10 @@ class EngineEvent:
     reason: str | None = None
     outcome: Outcome | None = None
     exit_code: int | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    """When the workload was submitted and started (None: not yet), as sacct's Submit and
+    Start: how long it waited, read from the event itself."""
 
 
 @dataclass(frozen=True, kw_only=True)

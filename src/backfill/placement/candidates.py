@@ -1,4 +1,5 @@
-"""The fitting nodes that can win: every node changed so far, and per make the best untouched one.
+"""The fitting nodes that can win: every node changed so far, and per make the best untouched one
+that fits.
 
 Untouched nodes of one make (CPU, memory, GPUs, GPU model) are identical in everything a policy
 scores, so among them only the one with the smallest rank can ever be chosen. Scoring just that
@@ -33,7 +34,12 @@ class Candidates:
             while head < len(members) and cluster.version[members[head]] > 0:
                 head += 1
             self._head[m] = head
-            if head < len(members):
-                keep[members[head]] = True
+            # The first untouched twin that fits: the caller may have ruled some out for what
+            # the node's resources do not show (the sim engine's tags).
+            rest = members[head:]
+            usable = fitting[rest] & (cluster.version[rest] == 0)
+            first = int(np.argmax(usable)) if len(rest) else 0
+            if len(rest) and usable[first]:
+                keep[rest[first]] = True
         chosen: IntArray = np.flatnonzero(fitting & keep)
         return chosen

@@ -156,6 +156,13 @@ class PoolPlacer:
         # state by tags × ``_tag_offset``: nodes rank alike whatever their tags, and a request
         # may skip the nodes with some tags.
         self._tag_offset = len(state_gpus)
+        self._offsets = [
+            [t * self._tag_offset for t in range(TAGS) if not t & avoid] for avoid in range(TAGS)
+        ]
+        """Per tags to avoid: the state offsets of the tags a request may take."""
+        largest = max(self._gpus)
+        self._largest_idle = base[largest] + largest
+        """The state of a fully idle, untagged node of the pool's largest size."""
         self._tags = [0] * count
         self._base = [base[g] for g in self._gpus]
         self._state = [base[g] + g for g in self._gpus]
@@ -187,8 +194,9 @@ class PoolPlacer:
             if k < g:
                 self._states.set_gpus(s, np.array([MILLI] * k + [0] * (g - k), dtype=np.int64))
         self._keys = state_keys(policy, pods, states) if fast else None
-        self._ranked: dict[int, list[list[int]]] = {}
-        """Per request size: the fitting states, grouped by equal key, best group first."""
+        self._ranked: dict[tuple[int, int], list[list[int]]] = {}
+        """Per request size and tags to avoid: the fitting states (with the tags a request may
+        take), grouped by equal key, best group first."""
 
     @property
     def cluster(self) -> Cluster:
@@ -207,17 +215,25 @@ class PoolPlacer:
         """How many nodes have all their GPUs idle (and are not promised)."""
         return self._idle_nodes
 
-    def update(self, node: str, idle: Sequence[bool]) -> None:
-        """Node ``node``'s GPUs now idle (True) or not, in index order."""
+    def update(self, node: str, idle: Sequence[bool], *, tags: int | None = None) -> None:
+        """Node ``node``'s GPUs now idle (True) or not, in index order (and its tags, if given:
+        see ``tag``)."""
         i = self._index[node]
         flags = tuple(map(bool, idle))
-        if flags == self._flags[i]:
-            return
-        if len(flags) != self._gpus[i]:
-            raise ValueError(f"node {node!r} has {self._gpus[i]} GPUs, not {len(flags)}")
-        self._flags[i] = flags
-        self._stale.add(i)
-        self._move(i)
+        moved = False
+        if flags != self._flags[i]:
+            if len(flags) != self._gpus[i]:
+                raise ValueError(f"node {node!r} has {self._gpus[i]} GPUs, not {len(flags)}")
+            self._flags[i] = flags
+            self._stale.add(i)
+            moved = True
+        if tags is not None and tags != self._tags[i]:
+            if not 0 <= tags < TAGS:
+                raise ValueError(f"tags are bits below {TAGS}, not {tags}")
+            self._tags[i] = tags
+            moved = True
+        if moved:
+            self._move(i)
 
     def tag(self, node: str, tags: int) -> None:
         """Set node ``node``'s tags (bits below ``TAGS``): ``choose(..., avoid=bits)`` skips
@@ -258,14 +274,17 @@ class PoolPlacer:
         spare_idle = self._idle_nodes > keep_idle
         if self._keys is None or gpus < 1:
             return self._scan(gpus, spare_idle, avoid)
-        ranked = self._ranked.get(gpus)
+        ranked = self._ranked.get((gpus, avoid))
         if ranked is None:
-            ranked = self._ranked[gpus] = self._rank(gpus)
+            offsets = self._offsets[avoid]
+            ranked = self._ranked[gpus, avoid] = [
+                [base + offset for base in group for offset in offsets]
+                for group in self._rank(gpus)
+            ]
         count, whole, heaps, state = self._count, self._whole, self._heaps, self._state
-        offsets = [t * self._tag_offset for t in range(TAGS) if not t & avoid]
         for group in ranked:
             best = -1
-            for s in (base + offset for base in group for offset in offsets):
+            for s in group:
                 if not count[s] or (whole[s] and not spare_idle):
                     continue
                 heap = heaps[s]
@@ -282,6 +301,45 @@ class PoolPlacer:
                     free = self._idle_gpus[flags] = [g for g, f in enumerate(flags) if f]
                 return self._names[best], free[:gpus]
         return None
+
+    def whole_nodes(self, count: int, *, avoid: int = 0) -> list[str] | None:
+        """The first ``count`` fully idle nodes of the pool's largest size, in node order, none
+        tagged with any of ``avoid``; None when fewer are idle.
+
+        A multi-node request takes whole nodes; this finds them in a few heap steps per node
+        taken rather than a scan of the pool: each state's heap is popped down to its ``count``
+        smallest valid nodes, which are then pushed back (the nodes stay where they are until
+        the caller takes them)."""
+        if count < 1:
+            return []
+        whole = self._largest_idle
+        states = [whole + offset for offset in self._offsets[avoid] if self._count[whole + offset]]
+        if sum(self._count[s] for s in states) < count:
+            return None
+        state = self._state
+        popped: list[tuple[int, int]] = []  # (node, state) taken off the heaps, to push back
+        tops: list[tuple[int, int]] = []  # (valid top node, state), the merge's frontier
+        taken: list[int] = []
+
+        def next_valid(s: int) -> None:
+            heap = self._heaps[s]
+            while heap:
+                top = heapq.heappop(heap)
+                if state[top] == s:
+                    popped.append((top, s))
+                    heapq.heappush(tops, (top, s))
+                    return
+
+        for s in states:
+            next_valid(s)
+        while len(taken) < count:
+            node, s = heapq.heappop(tops)
+            if not taken or taken[-1] != node:  # a node may sit in its heap twice
+                taken.append(node)
+            next_valid(s)
+        for node, s in dict.fromkeys(popped):
+            heapq.heappush(self._heaps[s], node)
+        return [self._names[i] for i in taken]
 
     def _rank(self, gpus: int) -> list[list[int]]:
         """The states that fit ``gpus``, grouped by the policy's key, best first."""

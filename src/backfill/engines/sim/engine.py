@@ -54,6 +54,8 @@ reservation holds some of its GPUs, now or from its start."""
 
 _FIRM = frozenset({Tier.INTERNAL, Tier.ON_DEMAND})
 """Work placed anywhere but on a reservation's nodes, and never taken back."""
+_FIRM_WORK, _SPOT_WORK, _RESERVED_WORK = range(3)
+"""A workload's kind, as ``_touch`` counts it (from its tier, kept per workload)."""
 
 _COMPLETE, _NOTICE_END, _RESERVED_CLAIM, _RESERVED_BEGIN, _RESERVED_END, _OWNER_ARRIVAL = range(6)
 
@@ -75,15 +77,19 @@ class _Workload:
     earmark: dict[str, int] = field(default_factory=dict)
     """A reservation's GPUs per node, set aside from its sale to its end."""
 
-    def view(self) -> WorkloadView:
+    def allocation(self) -> dict[str, tuple[int, ...]]:
+        """Node → the GPU indices it holds (or, until it starts, claims)."""
         slots = self.held or self.claimed
+        return {node: tuple(idx) for node, idx in sorted(slots.items())}
+
+    def view(self) -> WorkloadView:
         return WorkloadView(
             spec=self.spec,
             state=self.state,
             submitted_at=self.submitted_at,
             started_at=self.started_at,
             ended_at=self.ended_at,
-            allocation={node: tuple(idx) for node, idx in sorted(slots.items())},
+            allocation=self.allocation(),
             notice_at=self.notice_at,
             stop_at=self.stop_at,
             reason=self.reason,
@@ -111,8 +117,7 @@ class SimEngine(FleetEngine):
         self._holder: dict[str, list[str | None]] = {}
         self._claim: dict[str, list[str | None]] = {}
         # Kept current by _touch, so placement never rescans a pool's every GPU:
-        self._light: dict[str, list[NodeState]] = {}  # per pool: node states without holdings
-        self._slot_of: dict[str, int] = {}  # node → its index in its pool's _light list
+        self._pool_key_of: dict[str, str] = {}
         self._node_free: dict[str, int] = {}
         self._node_spot: dict[str, int] = {}  # GPUs held by running, unclaimed spot work
         self._node_noticed: dict[str, int] = {}  # GPUs held by noticed, unclaimed spot work
@@ -135,20 +140,19 @@ class SimEngine(FleetEngine):
             for pool in fleet.pools
         }
         for pool in fleet.pools:
-            self._light[pool.key] = []
             self._pool_free[pool.key] = pool.gpus
             self._freed[pool.key] = 0
             self._pool_spot[pool.key] = 0
-            for index, node in enumerate(pool.nodes):
+            for node in pool.nodes:
                 self._pool_of[node.name] = pool
+                self._pool_key_of[node.name] = pool.key
                 self._holder[node.name] = [None] * node.gpus
                 self._claim[node.name] = [None] * node.gpus
-                self._slot_of[node.name] = index
                 self._node_free[node.name] = node.gpus
                 self._node_spot[node.name] = 0
                 self._node_noticed[node.name] = 0
-                self._light[pool.key].append(NodeState(node.name, node.gpus, node.gpus))
         self._workloads: dict[str, _Workload] = {}
+        self._kind: dict[str, int] = {}  # workload → _FIRM_WORK, _SPOT_WORK or _RESERVED_WORK
         self._active: set[str] = set()
         self._waiting: set[str] = set()  # placed, waiting for noticed holders (or a start time)
         self._queue: list[str] = []
@@ -357,10 +361,9 @@ class SimEngine(FleetEngine):
         elif placer.idle_nodes - -(-spec.gpus // size) < spec.keep_idle_nodes:
             found = None  # it would take whole nodes the headroom keeps idle
         else:
-            light = self._light[pool.key]
-            if firm and self._earmark:
-                light = [n for n in light if n.name not in self._earmark]
-            found = place(spec.gpus, light, may_preempt=False, node_size=size)
+            # Whole idle nodes, in node order (firm work keeps off the reservations' nodes).
+            names = placer.whole_nodes(spec.gpus // size, avoid=RESERVED_NODE if firm else 0)
+            found = None if names is None else Placement(_whole(names, size), frozenset())
         if found is not None or not claimant_may_preempt or not self._pool_spot[pool.key]:
             return found  # (with no spot in the pool, preempting finds nothing more)
         smallest = spec.gpus if spec.gpus <= size else size
@@ -396,10 +399,9 @@ class SimEngine(FleetEngine):
             if chosen is not None:
                 return {chosen[0]: spec.gpus}
         else:
-            light = [n for n in self._light[pool.key] if n.name not in self._earmark]
-            found = place(spec.gpus, light, may_preempt=False, node_size=size)
-            if found is not None and placer.idle_nodes - len(found.nodes) >= spec.keep_idle_nodes:
-                return dict(found.nodes)
+            names = placer.whole_nodes(spec.gpus // size, avoid=RESERVED_NODE)
+            if names is not None and placer.idle_nodes - len(names) >= spec.keep_idle_nodes:
+                return dict(_whole(names, size))
         # Nodes that hold nothing but spot and idle GPUs, the fewest idle first.
         spare_idle = placer.idle_nodes - spec.keep_idle_nodes
         picked: list[str] = []
@@ -478,6 +480,23 @@ class SimEngine(FleetEngine):
     def _take(self, work: _Workload, placement: Placement) -> None:
         """Claim the placement's GPUs for ``work``; start it if none is held by a victim."""
         wid = work.spec.id
+        if not placement.victims and (
+            work.spec.start_at is None or work.spec.start_at <= self._now
+        ):
+            # Idle GPUs for work that may start now: held at once, never claimed.
+            held: dict[str, list[int]] = {}
+            for node, count in placement.nodes:
+                holders, claims = self._holder[node], self._claim[node]
+                idle = [
+                    i
+                    for i, (h, c) in enumerate(zip(holders, claims, strict=True))
+                    if h is None and c is None
+                ]
+                for i in idle[:count]:
+                    holders[i] = wid
+                held[node] = idle[:count]
+            self._run(work, held)
+            return
         for node, count in placement.nodes:
             holders, claims = self._holder[node], self._claim[node]
             order = sorted(
@@ -511,10 +530,16 @@ class SimEngine(FleetEngine):
             for i in idx:
                 self._claim[node][i] = None
                 self._holder[node][i] = wid
-        work.held, work.claimed = work.claimed, {}
+        held, work.claimed = work.claimed, {}
         self._waiting.discard(wid)
+        self._run(work, held)
+
+    def _run(self, work: _Workload, held: dict[str, list[int]]) -> None:
+        """Start ``work`` on the GPUs it now holds."""
+        wid = work.spec.id
+        work.held = held
         work.state = WorkloadState.RUNNING
-        for node in work.held:
+        for node in held:
             self._touch(node)
         work.started_at = self._now
         if work.spec.duration is not None:
@@ -585,42 +610,65 @@ class SimEngine(FleetEngine):
 
     def _register(self, work: _Workload) -> None:
         self._workloads[work.spec.id] = work
+        tier = work.spec.tier
+        self._kind[work.spec.id] = (
+            _FIRM_WORK if tier in _FIRM else _SPOT_WORK if tier.preemptible else _RESERVED_WORK
+        )
         self._active.add(work.spec.id)
 
     def _touch(self, node: str) -> None:
         """Recount one node after its holders or claims changed (or a holder was noticed)."""
         holders, claims = self._holder[node], self._claim[node]
-        free = spot = noticed = 0
-        tags = 0  # OWNER_NODE: the owner's work holds or claims a GPU; SPOT_NODE: spot holds one
-        for h, c in zip(holders, claims, strict=True):
-            if c is not None and self._workloads[c].spec.tier in _FIRM:
-                tags |= OWNER_NODE
-            if h is None:
-                free += c is None
-                continue
-            work = self._workloads[h]
-            if work.spec.tier.preemptible:
-                tags |= SPOT_NODE
-                if c is None:
-                    if work.state is WorkloadState.RUNNING:
-                        spot += 1
-                    else:
-                        noticed += 1
-            elif work.spec.tier in _FIRM:
-                tags |= OWNER_NODE
+        kind = self._kind
+        spot = noticed = 0
+        tags = 0  # OWNER_NODE: firm work holds or claims a GPU; SPOT_NODE: spot holds one
+        if claims.count(None) == len(claims):  # nothing claimed (the common case): count holders
+            free = holders.count(None)
+            idle = [h is None for h in holders]
+            if free < len(holders):
+                for h in set(holders):
+                    if h is None:
+                        continue
+                    k = kind[h]
+                    if k == _SPOT_WORK:
+                        tags |= SPOT_NODE
+                        if self._workloads[h].state is WorkloadState.RUNNING:
+                            spot += holders.count(h)
+                        else:
+                            noticed += holders.count(h)
+                    elif k == _FIRM_WORK:
+                        tags |= OWNER_NODE
+        else:
+            free = 0
+            idle = []
+            for h, c in zip(holders, claims, strict=True):
+                if c is not None and kind[c] == _FIRM_WORK:
+                    tags |= OWNER_NODE
+                if h is None:
+                    idle.append(c is None)
+                    free += c is None
+                    continue
+                idle.append(False)
+                k = kind[h]
+                if k == _SPOT_WORK:
+                    tags |= SPOT_NODE
+                    if c is None:
+                        if self._workloads[h].state is WorkloadState.RUNNING:
+                            spot += 1
+                        else:
+                            noticed += 1
+                elif k == _FIRM_WORK:
+                    tags |= OWNER_NODE
         if node in self._earmark:
             tags |= RESERVED_NODE
-        pool = self._pool_of[node].key
+        pool = self._pool_key_of[node]
         if free > self._node_free[node] or spot > self._node_spot[node]:
             self._freed[pool] += 1
         self._pool_free[pool] += free - self._node_free[node]
         self._pool_spot[pool] += spot - self._node_spot[node]
         self._node_free[node], self._node_spot[node] = free, spot
         self._node_noticed[node] = noticed
-        self._light[pool][self._slot_of[node]] = NodeState(node, len(holders), free)
-        placer = self._placer[pool]
-        placer.update(node, [h is None and c is None for h, c in zip(holders, claims, strict=True)])
-        placer.tag(node, tags)
+        self._placer[pool].update(node, idle, tags=tags)
 
     # -- the owner's work ---------------------------------------------------------------------
 
@@ -704,18 +752,24 @@ class SimEngine(FleetEngine):
         )
 
     def _emit(self, work: _Workload, kind: EventKind) -> None:
-        view = work.view()
         self._events.append(
             EngineEvent(
                 kind=kind,
                 workload=work.spec.id,
                 tier=work.spec.tier,
                 at=self._now,
-                allocation=view.allocation,
+                allocation=work.allocation(),
                 notice_at=work.notice_at,
                 stop_at=work.stop_at,
                 reason=work.reason,
                 outcome=work.outcome,
                 exit_code=work.exit_code,
+                submitted_at=work.submitted_at,
+                started_at=work.started_at,
             )
         )
+
+
+def _whole(names: list[str], size: int) -> tuple[tuple[str, int], ...]:
+    """Whole nodes as a placement's (node, GPUs) pairs, in node-name order."""
+    return tuple((name, size) for name in sorted(names))
