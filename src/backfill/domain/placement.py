@@ -40,7 +40,7 @@ class NodeState:
     preemptible: tuple[Holding, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Placement:
     nodes: tuple[tuple[str, int], ...]
     """(node name, GPUs taken there), in node-name order."""

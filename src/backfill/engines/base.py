@@ -44,7 +44,7 @@ class Outcome(StrEnum):
     """Its command ended with a non-zero exit code, or the engine lost it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkloadSpec:
     id: str
     tier: Tier
@@ -70,7 +70,7 @@ class WorkloadSpec:
     whole nodes."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkloadView:
     spec: WorkloadSpec
     state: WorkloadState
@@ -92,7 +92,7 @@ class EventKind(StrEnum):
     ENDED = "ended"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EngineEvent:
     kind: EventKind
     workload: str

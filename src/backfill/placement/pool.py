@@ -217,9 +217,9 @@ class PoolPlacer:
 
     def update(self, node: str, idle: Sequence[bool], *, tags: int | None = None) -> None:
         """Node ``node``'s GPUs now idle (True) or not, in index order (and its tags, if given:
-        see ``tag``)."""
+        see ``tag``). A tuple is taken as it is: it must hold bools."""
         i = self._index[node]
-        flags = tuple(map(bool, idle))
+        flags = idle if type(idle) is tuple else tuple(map(bool, idle))
         moved = False
         if flags != self._flags[i]:
             if len(flags) != self._gpus[i]:

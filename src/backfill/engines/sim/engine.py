@@ -57,10 +57,10 @@ _FIRM = frozenset({Tier.INTERNAL, Tier.ON_DEMAND})
 _FIRM_WORK, _SPOT_WORK, _RESERVED_WORK = range(3)
 """A workload's kind, as ``_touch`` counts it (from its tier, kept per workload)."""
 
-_COMPLETE, _NOTICE_END, _RESERVED_CLAIM, _RESERVED_BEGIN, _RESERVED_END, _OWNER_ARRIVAL = range(6)
+_COMPLETE, _NOTICE_END, _RESERVED_CLAIM, _RESERVED_BEGIN, _RESERVED_END = range(5)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Workload:
     spec: WorkloadSpec
     state: WorkloadState
@@ -76,11 +76,15 @@ class _Workload:
     exit_code: int | None = None
     earmark: dict[str, int] = field(default_factory=dict)
     """A reservation's GPUs per node, set aside from its sale to its end."""
+    held_allocation: dict[str, tuple[int, ...]] | None = None
 
     def allocation(self) -> dict[str, tuple[int, ...]]:
         """Node → the GPU indices it holds (or, until it starts, claims)."""
-        slots = self.held or self.claimed
-        return {node: tuple(idx) for node, idx in sorted(slots.items())}
+        if self.held:  # what a workload holds never changes: read once
+            if self.held_allocation is None:
+                self.held_allocation = {n: tuple(idx) for n, idx in sorted(self.held.items())}
+            return self.held_allocation
+        return {node: tuple(idx) for node, idx in sorted(self.claimed.items())}
 
     def view(self) -> WorkloadView:
         return WorkloadView(
@@ -152,11 +156,15 @@ class SimEngine(FleetEngine):
                 self._node_spot[node.name] = 0
                 self._node_noticed[node.name] = 0
         self._workloads: dict[str, _Workload] = {}
+        self._shapes: set[tuple[str, int]] = set()  # (pool, GPUs) found to fit the pool's shape
         self._kind: dict[str, int] = {}  # workload → _FIRM_WORK, _SPOT_WORK or _RESERVED_WORK
         self._active: set[str] = set()
         self._waiting: set[str] = set()  # placed, waiting for noticed holders (or a start time)
         self._queue: list[str] = []
         self._timers: list[tuple[float, int, int, str]] = []
+        self._arrivals: list[tuple[float, int, str]] = []
+        """The owner's next arrival per pool (at, seq, pool): a heap of a few, kept apart from
+        the timers so that the owner's every job does not go through the big heap."""
         self._seq = 0
         self._events: list[EngineEvent] = []
         self._now = clock.now()
@@ -182,10 +190,12 @@ class SimEngine(FleetEngine):
             if spec.id in self._workloads:
                 raise Conflict(f"workload {spec.id} was already submitted", field="id")
             pool = self._pool(spec.pool)
-            try:
-                check_shape(spec.gpus, [node.gpus for node in pool.nodes])
-            except ShapeError as exc:
-                raise ShapeNotPlaceable(str(exc), field="gpus") from None
+            if (pool.key, spec.gpus) not in self._shapes:
+                try:
+                    check_shape(spec.gpus, [node.gpus for node in pool.nodes])
+                except ShapeError as exc:
+                    raise ShapeNotPlaceable(str(exc), field="gpus") from None
+                self._shapes.add((pool.key, spec.gpus))
             work = _Workload(spec=spec, state=WorkloadState.PENDING, submitted_at=self._now)
             if spec.start_at is not None and spec.start_at > self._now:
                 if not spec.tier.preemptible:
@@ -295,10 +305,21 @@ class SimEngine(FleetEngine):
     def _advance(self) -> None:
         """Fire every timer due by the clock's current reading, in order."""
         target = self._clock.now()
-        while self._timers and self._timers[0][0] <= target:
-            at, _, kind, workload_id = heapq.heappop(self._timers)
-            self._now = max(self._now, at)
-            self._fire(kind, workload_id)
+        timers, arrivals = self._timers, self._arrivals
+        while True:
+            timer = timers[0] if timers else None
+            if arrivals and arrivals[0][0] <= target and (timer is None or arrivals[0] < timer):
+                at, _, pool = heapq.heappop(arrivals)
+                if at > self._now:
+                    self._now = at
+                self._owner_arrives(self._fleet.pool(pool))
+            elif timer is not None and timer[0] <= target:
+                heapq.heappop(timers)
+                if timer[0] > self._now:
+                    self._now = timer[0]
+                self._fire(timer[2], timer[3])
+            else:
+                break
         self._now = max(self._now, target)
 
     def _push(self, at: float, kind: int, workload_id: str) -> None:
@@ -306,9 +327,6 @@ class SimEngine(FleetEngine):
         heapq.heappush(self._timers, (at, self._seq, kind, workload_id))
 
     def _fire(self, kind: int, key: str) -> None:
-        if kind == _OWNER_ARRIVAL:
-            self._owner_arrives(self._fleet.pool(key))
-            return
         work = self._workloads.get(key)
         if work is None or work.state is WorkloadState.ENDED:
             return
@@ -487,14 +505,11 @@ class SimEngine(FleetEngine):
             held: dict[str, list[int]] = {}
             for node, count in placement.nodes:
                 holders, claims = self._holder[node], self._claim[node]
-                idle = [
-                    i
-                    for i, (h, c) in enumerate(zip(holders, claims, strict=True))
-                    if h is None and c is None
-                ]
-                for i in idle[:count]:
+                idle = [i for i, h in enumerate(holders) if h is None and claims[i] is None]
+                del idle[count:]
+                for i in idle:
                     holders[i] = wid
-                held[node] = idle[:count]
+                held[node] = idle
             self._run(work, held)
             return
         for node, count in placement.nodes:
@@ -588,6 +603,8 @@ class SimEngine(FleetEngine):
 
     def _schedule(self) -> None:
         """Start what waits: claimants whose victims are gone, then the queue, by tier."""
+        if not self._waiting and not self._queue:
+            return
         for wid in sorted(self._waiting):
             work = self._workloads[wid]
             if work.state is WorkloadState.PENDING and work.claimed:
@@ -624,7 +641,7 @@ class SimEngine(FleetEngine):
         tags = 0  # OWNER_NODE: firm work holds or claims a GPU; SPOT_NODE: spot holds one
         if claims.count(None) == len(claims):  # nothing claimed (the common case): count holders
             free = holders.count(None)
-            idle = [h is None for h in holders]
+            idle = tuple([h is None for h in holders])
             if free < len(holders):
                 for h in set(holders):
                     if h is None:
@@ -640,15 +657,15 @@ class SimEngine(FleetEngine):
                         tags |= OWNER_NODE
         else:
             free = 0
-            idle = []
+            flags = []
             for h, c in zip(holders, claims, strict=True):
                 if c is not None and kind[c] == _FIRM_WORK:
                     tags |= OWNER_NODE
                 if h is None:
-                    idle.append(c is None)
+                    flags.append(c is None)
                     free += c is None
                     continue
-                idle.append(False)
+                flags.append(False)
                 k = kind[h]
                 if k == _SPOT_WORK:
                     tags |= SPOT_NODE
@@ -659,6 +676,7 @@ class SimEngine(FleetEngine):
                             noticed += 1
                 elif k == _FIRM_WORK:
                     tags |= OWNER_NODE
+            idle = tuple(flags)
         if node in self._earmark:
             tags |= RESERVED_NODE
         pool = self._pool_key_of[node]
@@ -692,7 +710,8 @@ class SimEngine(FleetEngine):
         if job is None:
             self._next_owner_job.pop(pool.key, None)
             return
-        self._push(job.at, _OWNER_ARRIVAL, pool.key)
+        self._seq += 1
+        heapq.heappush(self._arrivals, (job.at, self._seq, pool.key))
         self._next_owner_job[pool.key] = job
 
     def _owner_arrives(self, pool: Pool) -> None:

@@ -24,7 +24,7 @@ from backfill.traces import Trace
 DAY = 86_400.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OwnerJob:
     at: float
     gpus: int
