@@ -143,12 +143,18 @@ class NodeHold:
     """Some of its GPUs are set aside for a reservation: never the owner's, idle or not."""
 
 
-def nodes_to_free(nodes: Sequence[NodeHold], want_idle: int) -> list[str]:
+def nodes_to_free(
+    nodes: Sequence[NodeHold], want_idle: int, *, idle: int | None = None
+) -> list[str]:
     """The nodes whose spot work to notice so that ``want_idle`` nodes are (or soon will be)
     wholly idle: nodes that hold nothing but spot, the fewest spot GPUs first (a node set aside
-    for a reservation is never the owner's headroom)."""
+    for a reservation is never the owner's headroom).
+
+    ``idle``: how many nodes are wholly idle (and not set aside), when ``nodes`` leaves them
+    out; by default they are counted in ``nodes``."""
     nodes = [n for n in nodes if not n.reserved]
-    idle = sum(1 for n in nodes if n.free == n.gpus)
+    if idle is None:
+        idle = sum(1 for n in nodes if n.free == n.gpus)
     coming = sum(1 for n in nodes if n.noticed and n.spot == 0 and n.free + n.noticed == n.gpus)
     missing = want_idle - idle - coming
     if missing <= 0:

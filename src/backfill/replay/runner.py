@@ -56,7 +56,6 @@ from backfill.engines.base import (
     EventKind,
     Outcome,
     WorkloadSpec,
-    WorkloadState,
     WorkloadView,
 )
 from backfill.engines.sim import ManualClock, SimEngine, TraceOwner
@@ -374,15 +373,18 @@ def _replay(
 
     def restore_headroom(now: float) -> None:
         want = headroom_now(now)
-        if not want or engine.idle_nodes(pool.key) >= want:
+        if not want:
             return
-        targets = set(nodes_to_free(engine.node_holds(pool.key), want))
+        idle = engine.idle_nodes(pool.key)
+        if idle + engine.coming_nodes(pool.key) >= want:
+            return  # (what nodes_to_free would find, without reading every node)
+        holds = engine.node_holds(pool.key, spot_only=True)
+        targets = nodes_to_free(holds, want, idle=idle)
         if not targets:
             return
-        for view in engine.workloads(tier=Tier.SPOT):
-            if view.state is WorkloadState.RUNNING and targets.intersection(view.allocation):
-                engine.notice(view.spec.id, reason="the owner's headroom")
-                counts["headroom"] += 1
+        for workload in engine.spot_on(targets):
+            engine.notice(workload, reason="the owner's headroom")
+            counts["headroom"] += 1
         take_events()
 
     def refit(now: float) -> None:
@@ -407,7 +409,7 @@ def _replay(
 
     def fill(now: float) -> None:
         """Place the waiting spot asks that fit now, oldest first; drop the expired ones."""
-        nonlocal waiting, tried_at_frees
+        nonlocal tried_at_frees
         if not waiting:
             return
         expired = bisect.bisect_right(waiting, now - patience, key=lambda r: r.at)
@@ -418,9 +420,15 @@ def _replay(
             return  # nothing freed since the last try, or the owner is queued
         tried_at_frees = ledger.frees
         spare = capacity - sum(ledger.running.values()) - headroom_now(now) * pool.max_node_gpus
+        if spare < 1:
+            return
         price = ledger.spot_price()
         kept = []
+        scanned = 0
         for request in waiting:
+            if spare < 1:
+                break  # nothing more fits: the rest wait as they are
+            scanned += 1
             if request.gpus > spare or (request.bid is not None and request.bid < price):
                 kept.append(request)
             elif place(request, now):
@@ -428,7 +436,7 @@ def _replay(
             else:
                 spare = request.gpus - 1  # nothing this size fits: try only smaller ones
                 kept.append(request)
-        waiting = kept
+        waiting[:scanned] = kept
 
     def sell(request: LeaseRequest, now: float) -> None:
         reason = decide(request, now)

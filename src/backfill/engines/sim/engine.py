@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from backfill.domain.fleet import Fleet, Pool
@@ -122,6 +122,9 @@ class SimEngine(FleetEngine):
         self._claim: dict[str, list[str | None]] = {}
         # Kept current by _touch, so placement never rescans a pool's every GPU:
         self._pool_key_of: dict[str, str] = {}
+        self._node_order: dict[str, int] = {}  # node → its place in its pool
+        self._spot_only: dict[str, set[str]] = {}  # per pool: see node_holds(spot_only=True)
+        self._coming: dict[str, set[str]] = {}  # per pool: see coming_nodes
         self._node_free: dict[str, int] = {}
         self._node_spot: dict[str, int] = {}  # GPUs held by running, unclaimed spot work
         self._node_noticed: dict[str, int] = {}  # GPUs held by noticed, unclaimed spot work
@@ -144,10 +147,13 @@ class SimEngine(FleetEngine):
             for pool in fleet.pools
         }
         for pool in fleet.pools:
+            self._spot_only[pool.key] = set()
+            self._coming[pool.key] = set()
             self._pool_free[pool.key] = pool.gpus
             self._freed[pool.key] = 0
             self._pool_spot[pool.key] = 0
-            for node in pool.nodes:
+            for index, node in enumerate(pool.nodes):
+                self._node_order[node.name] = index
                 self._pool_of[node.name] = pool
                 self._pool_key_of[node.name] = pool.key
                 self._holder[node.name] = [None] * node.gpus
@@ -270,11 +276,8 @@ class SimEngine(FleetEngine):
         with self._lock:
             self._advance()
             ids = sorted(self._active) if active else list(self._workloads)
-            return [
-                self._workloads[wid].view()
-                for wid in ids
-                if tier is None or self._workloads[wid].spec.tier is tier
-            ]
+            works = (self._workloads[wid] for wid in ids)
+            return [w.view() for w in works if tier is None or w.spec.tier is tier]
 
     # -- beyond the port: what a replay's surplus policy reads ----------------------------------
 
@@ -284,10 +287,34 @@ class SimEngine(FleetEngine):
             self._advance()
             return self._placer[self._pool(pool).key].idle_nodes
 
-    def node_holds(self, pool: str) -> list[NodeHold]:
-        """Every node of ``pool``: its idle GPUs and those held by running or noticed spot."""
+    def coming_nodes(self, pool: str) -> int:
+        """Nodes of ``pool`` that will be wholly idle once their spot notices run out: they hold
+        noticed spot and idle GPUs, nothing else, and are not set aside."""
         with self._lock:
             self._advance()
+            return len(self._coming[self._pool(pool).key])
+
+    def node_holds(self, pool: str, *, spot_only: bool = False) -> list[NodeHold]:
+        """Every node of ``pool``: its idle GPUs and those held by running or noticed spot.
+
+        ``spot_only``: only the nodes that hold spot work and nothing else but idle GPUs, and
+        are not set aside for a reservation (in node order): the nodes whose spot the owner's
+        headroom may take back. The engine keeps them as a set, so this costs what it returns."""
+        with self._lock:
+            self._advance()
+            key = self._pool(pool).key
+            if spot_only:
+                names = sorted(self._spot_only[key], key=self._node_order.__getitem__)
+                return [
+                    NodeHold(
+                        name,
+                        len(self._holder[name]),
+                        self._node_free[name],
+                        self._node_spot[name],
+                        self._node_noticed[name],
+                    )
+                    for name in names
+                ]
             return [
                 NodeHold(
                     node.name,
@@ -299,6 +326,21 @@ class SimEngine(FleetEngine):
                 )
                 for node in self._pool(pool).nodes
             ]
+
+    def spot_on(self, nodes: Iterable[str]) -> list[str]:
+        """The running spot workloads (not yet noticed) that hold GPUs on any of ``nodes``."""
+        with self._lock:
+            self._advance()
+            found: set[str] = set()
+            for node in nodes:
+                for holder in set(self._holder[node]):
+                    if (
+                        holder is not None
+                        and self._kind[holder] == _SPOT_WORK
+                        and self._workloads[holder].state is WorkloadState.RUNNING
+                    ):
+                        found.add(holder)
+            return sorted(found)
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -677,9 +719,21 @@ class SimEngine(FleetEngine):
                 elif k == _FIRM_WORK:
                     tags |= OWNER_NODE
             idle = tuple(flags)
+        pool = self._pool_key_of[node]
+        spot_only, coming = self._spot_only[pool], self._coming[pool]
         if node in self._earmark:
             tags |= RESERVED_NODE
-        pool = self._pool_key_of[node]
+            spot_only.discard(node)
+            coming.discard(node)
+        elif (spot or noticed) and free + spot + noticed == len(holders):
+            spot_only.add(node)
+            if spot:
+                coming.discard(node)
+            else:
+                coming.add(node)
+        else:
+            spot_only.discard(node)
+            coming.discard(node)
         if free > self._node_free[node] or spot > self._node_spot[node]:
             self._freed[pool] += 1
         self._pool_free[pool] += free - self._node_free[node]
