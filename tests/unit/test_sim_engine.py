@@ -117,6 +117,25 @@ def check(sim: SimEngine) -> None:
         assert usage.idle == idle >= 0
         assert sum(usage.by_tier.values()) + usage.idle + usage.claimed == usage.total
         assert usage.total == fleet.pool(usage.pool).gpus
+    # What the replay's headroom reads, kept as sets, agrees with every node counted afresh.
+    for pool in fleet.pools:
+        holds = sim.node_holds(pool.key)
+        spot_only = [
+            h
+            for h in holds
+            if not h.reserved and (h.spot or h.noticed) and h.free + h.spot + h.noticed == h.gpus
+        ]
+        assert sim.node_holds(pool.key, spot_only=True) == spot_only
+        coming = [h for h in spot_only if not h.spot]
+        assert sim.coming_nodes(pool.key) == len(coming)
+        running_spot = {
+            view.spec.id
+            for view in holding.values()
+            if view.spec.tier is Tier.SPOT
+            and view.state is WorkloadState.RUNNING
+            and pool_of[next(iter(view.allocation))] == pool.key
+        }
+        assert sim.spot_on([n.name for n in pool.nodes]) == sorted(running_spot)
 
 
 def at(clock: ManualClock, seconds: float) -> None:

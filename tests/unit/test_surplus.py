@@ -78,6 +78,11 @@ def test_nodes_to_free_takes_spot_only_nodes_fewest_gpus_first() -> None:
     assert nodes_to_free(nodes, 3) == ["c"]
     assert nodes_to_free(nodes, 4) == ["c", "b"]
     assert nodes_to_free(nodes, 9) == ["c", "b"]  # d can never be freed by noticing spot
+    # The idle nodes may be left out and counted instead (the engine keeps them apart).
+    others = [n for n in nodes if n.name != "a"]
+    for want in (1, 2, 3, 4, 9):
+        assert nodes_to_free(others, want, idle=1) == nodes_to_free(nodes, want)
+    assert nodes_to_free(others, 3, idle=0) == ["c", "b"]  # one more to free with no idle node
 
 
 def test_nodes_set_aside_for_a_reservation_are_never_the_owner_s_headroom() -> None:
