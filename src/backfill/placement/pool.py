@@ -216,8 +216,9 @@ class PoolPlacer:
         return self._idle_nodes
 
     def update(self, node: str, idle: Sequence[bool], *, tags: int | None = None) -> None:
-        """Node ``node``'s GPUs now idle (True) or not, in index order (and its tags, if given:
-        see ``tag``). A tuple is taken as it is: it must hold bools."""
+        """Node ``node``'s GPUs now idle (True) or not, in index order (a tuple is taken as it
+        is: it must hold bools), and its tags if given: bits below ``TAGS``, which
+        ``choose(..., avoid=bits)`` and ``whole_nodes`` use to skip nodes."""
         i = self._index[node]
         flags = idle if type(idle) is tuple else tuple(map(bool, idle))
         moved = False
@@ -233,16 +234,6 @@ class PoolPlacer:
             self._tags[i] = tags
             moved = True
         if moved:
-            self._move(i)
-
-    def tag(self, node: str, tags: int) -> None:
-        """Set node ``node``'s tags (bits below ``TAGS``): ``choose(..., avoid=bits)`` skips
-        the nodes with any of ``bits``."""
-        if not 0 <= tags < TAGS:
-            raise ValueError(f"tags are bits below {TAGS}, not {tags}")
-        i = self._index[node]
-        if self._tags[i] != tags:
-            self._tags[i] = tags
             self._move(i)
 
     def _move(self, i: int) -> None:

@@ -150,8 +150,7 @@ class _Ledger:
         self._hourly = np.zeros((hours, len(TIERS) + 1))
         self._hour = 0  # the hour ``_row`` accumulates, added to ``_hourly`` when it is done
         self._row = [0.0] * (len(TIERS) + 1)
-        self._cents: dict[int, int] = {}  # GPUs busy → the spot price in cents then
-        self._prices: dict[int, Decimal] = {}  # GPUs busy → the spot price then
+        self._spot: dict[int, tuple[Decimal, int]] = {}  # GPUs busy → spot price, in cents
         self.at = float(start)
         self.frees = 0  # bumped whenever GPUs free up
 
@@ -178,7 +177,7 @@ class _Ledger:
         for tier, gpus in running.items():
             self.gpu_seconds[tier] += gpus * seconds
         if running[Tier.SPOT]:
-            self.spot_cent_seconds += running[Tier.SPOT] * self._spot_cents() * seconds
+            self.spot_cent_seconds += running[Tier.SPOT] * self._spot_now()[1] * seconds
         t = a
         while t < b:  # split at hour boundaries for the hourly series
             hour = int((t - self.start) // HOUR)
@@ -194,21 +193,18 @@ class _Ledger:
             row[-1] += (self.capacity - busy) * dt
             t = edge
 
-    def _spot_cents(self) -> int:
-        busy = sum(self.running.values())
-        cents = self._cents.get(busy)
-        if cents is None:
-            cents = self._cents[busy] = int(self.spot_price() * 100)
-        return cents
-
     def spot_price(self) -> Decimal:
         """The spot price in force: it moves with the pool's utilisation."""
+        return self._spot_now()[0]
+
+    def _spot_now(self) -> tuple[Decimal, int]:
+        """The spot price in force and the same in whole cents (computed once per load)."""
         busy = sum(self.running.values())
-        price = self._prices.get(busy)
-        if price is None:
-            utilisation = Decimal(busy) / Decimal(self.capacity)
-            price = self._prices[busy] = spot_price(self.prices, utilisation)
-        return price
+        spot = self._spot.get(busy)
+        if spot is None:
+            price = spot_price(self.prices, Decimal(busy) / Decimal(self.capacity))
+            spot = self._spot[busy] = (price, int(price * 100))
+        return spot
 
     def change(self, tier: Tier, gpus: int) -> None:
         self.frees += gpus < 0
@@ -234,6 +230,7 @@ def _long_lived_objects() -> Iterator[None]:
             gc.enable()
 
 
+@_long_lived_objects()
 def replay(
     trace: Trace,
     fleet: Fleet,
@@ -245,19 +242,6 @@ def replay(
     placement: str = "backfill",
 ) -> RunResult:
     """Replay ``trace`` on the fleet's one pool from ``start`` (epoch seconds, UTC)."""
-    with _long_lived_objects():
-        return _replay(trace, fleet, market, policy, start, progress, placement)
-
-
-def _replay(
-    trace: Trace,
-    fleet: Fleet,
-    market: Market,
-    policy: SurplusPolicy,
-    start: int,
-    progress: Progress | None,
-    placement: str,
-) -> RunResult:
     if len(fleet.pools) != 1:
         raise ValueError("a replay runs on a fleet of one pool (the trace's cluster)")
     began = time.perf_counter()
@@ -420,8 +404,6 @@ def _replay(
             return  # nothing freed since the last try, or the owner is queued
         tried_at_frees = ledger.frees
         spare = capacity - sum(ledger.running.values()) - headroom_now(now) * pool.max_node_gpus
-        if spare < 1:
-            return
         price = ledger.spot_price()
         kept = []
         scanned = 0
