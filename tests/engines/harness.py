@@ -1,0 +1,164 @@
+"""What the engine contract suite drives: an engine, the owner's own jobs, and the passing of time.
+
+The same tests run against ``sim`` (virtual clock: waiting moves it) and ``slurm`` (a real cluster
+started by ``scripts/slurm-up.sh``: waiting sleeps). Both fleets are one pool ``backfill/H100`` of
+four 8-GPU nodes ``gpu01..gpu04`` with a 30 s notice.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from backfill.domain.fleet import Fleet, Node, Pool, Prices
+from backfill.domain.tiers import Tier
+from backfill.engines.base import EngineEvent, EventKind, FleetEngine, WorkloadSpec
+from backfill.engines.sim import ManualClock, SimEngine
+
+POOL = "backfill/H100"
+TENANT = "tnt_contract"
+NODES = ("gpu01", "gpu02", "gpu03", "gpu04")
+NOTICE = 30
+REPO = Path(__file__).resolve().parents[2]
+SLURM_DIR = Path(os.environ.get("BACKFILL_SLURM_DIR", "/tmp/backfill-slurm"))
+SLURM_CONF = SLURM_DIR / "slurm.conf"
+
+
+@dataclass
+class Harness:
+    engine: FleetEngine
+    owner_job: Callable[[int, float], str]
+    """Submit the owner's own job (GPUs, seconds it runs) as its teams would; its workload id."""
+    sleep: Callable[[float], None]
+    """Let time pass: the sim's clock moves, a real cluster's wall clock is waited for."""
+    log: list[EngineEvent] = field(default_factory=list)
+    step: float = 1.0
+
+    def read(self) -> list[EngineEvent]:
+        self.log.extend(self.engine.poll())
+        return self.log
+
+    def until(self, what: str, predicate: Callable[[], bool], within: float) -> None:
+        """Poll (and let time pass) until ``predicate`` holds, or fail saying ``what`` did not
+        happen within ``within`` seconds of the engine's clock."""
+        deadline = self.engine.now() + within
+        while True:
+            self.read()
+            if predicate():
+                return
+            if self.engine.now() > deadline:
+                raise AssertionError(f"{what} did not happen within {within:g} s")
+            self.sleep(self.step)
+
+    def events(self, workload: str, kind: EventKind | None = None) -> list[EngineEvent]:
+        return [e for e in self.log if e.workload == workload and (kind is None or e.kind is kind)]
+
+    def has(self, workload: str, kind: EventKind) -> bool:
+        return bool(self.events(workload, kind))
+
+    def one(self, workload: str, kind: EventKind) -> EngineEvent:
+        found = self.events(workload, kind)
+        assert len(found) == 1, f"{workload}: {kind} {len(found)} times: {found}"
+        return found[0]
+
+    run: str = field(default_factory=lambda: secrets.token_hex(3))
+    """Made part of every lease id: a real cluster remembers the ids of earlier runs."""
+
+    def lease(self, name: str, tier: Tier, gpus: int) -> str:
+        """Submit a lease; its id (``name`` and the run's token)."""
+        id = f"{name}_{self.run}"
+        self.engine.submit(WorkloadSpec(id=id, tier=tier, pool=POOL, gpus=gpus, owner=TENANT))
+        return id
+
+
+def sim_harness() -> Harness:
+    prices = Prices(on_demand=Decimal("2.5"), reserved=Decimal("1.8"), spot_floor=Decimal("0.6"))
+    nodes = tuple(Node(name, 8) for name in NODES)
+    fleet = Fleet(name="backfill", pools=(Pool("backfill", "H100", nodes, prices, NOTICE),))
+    clock = ManualClock(1_795_000_000.0)
+    engine = SimEngine(fleet, clock)
+    count = iter(range(1, 1_000_000))
+
+    def owner_job(gpus: int, seconds: float) -> str:
+        spec = WorkloadSpec(
+            id=f"own-{next(count)}",
+            tier=Tier.INTERNAL,
+            pool=POOL,
+            gpus=gpus,
+            owner="research",
+            duration=seconds,
+            queue=True,
+        )
+        engine.submit(spec)
+        return spec.id
+
+    return Harness(engine, owner_job, clock.advance)
+
+
+def slurm_env() -> dict[str, str]:
+    return {**os.environ, "SLURM_CONF": str(SLURM_CONF)}
+
+
+def slurm_up() -> str | None:
+    """Start the test cluster (idempotent); None when it is up, else why it is not."""
+    if os.geteuid() != 0:
+        return "the Slurm test cluster needs root (scripts/slurm-up.sh starts Slurm's daemons)"
+    done = subprocess.run(
+        [str(REPO / "scripts/slurm-up.sh")], capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        return f"scripts/slurm-up.sh failed: {done.stderr.strip()[-2000:]}"
+    return None
+
+
+def slurm_clear() -> None:
+    """Cancel every job and wait until none holds GPUs: each test starts on an idle cluster."""
+    env = slurm_env()
+    subprocess.run(["scancel", "--user=root"], env=env, check=False, capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "PD,R,CG,S", "-o", "%i"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if not out.strip():
+            return
+        time.sleep(0.25)
+    raise AssertionError("the Slurm test cluster did not become idle within 60 s")
+
+
+def slurm_owner_job(gpus: int, seconds: float) -> str:
+    """A job of the owner's teams, sent with plain sbatch (Backfill does not submit it)."""
+    done = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--account=research",
+            f"--gres=gpu:h100:{min(gpus, 8)}",
+            f"--nodes={max(1, gpus // 8)}",
+            "--time=10",
+            "--output=/dev/null",
+            f"--wrap=sleep {int(seconds)}",
+        ],
+        env=slurm_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return f"slurm-{done.stdout.strip().split(';')[0]}"
+
+
+def slurm_harness() -> Harness:
+    from backfill.engines.slurm import SlurmConfig, SlurmEngine
+
+    engine = SlurmEngine(SlurmConfig(conf=SLURM_CONF, notice_seconds=NOTICE))
+    return Harness(engine, slurm_owner_job, time.sleep, step=0.25)

@@ -1,0 +1,156 @@
+"""The engine contract: what every FleetEngine does, run unchanged against sim and real Slurm.
+
+Inventory; a lease started and stopped; refusals; spot noticed and then preempted when the owner's
+work needs its GPUs (the owner's job sent as its teams send it: on Slurm, plain ``sbatch``), never
+before the notice has run out; on-demand never taken back; a Backfill notice; usage per tier.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from backfill.domain.tiers import Tier
+from backfill.engines.base import EventKind, Outcome, WorkloadSpec, WorkloadState
+from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPlaceable
+from tests.engines.harness import NODES, NOTICE, POOL, Harness
+
+STARTED, NOTICED, ENDED = EventKind.STARTED, EventKind.NOTICED, EventKind.ENDED
+SPOT, OD, INT = Tier.SPOT, Tier.ON_DEMAND, Tier.INTERNAL
+WAIT = NOTICE + 60  # a notice, and Slurm's grace check (every ~30 s), and a margin
+
+
+def usage(h: Harness) -> dict[Tier, int]:
+    (pool,) = h.engine.usage()
+    assert pool.pool == POOL and pool.total == 32
+    return {tier: gpus for tier, gpus in pool.by_tier.items() if gpus}
+
+
+def fill_with_spot(h: Harness, prefix: str) -> list[str]:
+    ids = [h.lease(f"lse_{prefix}{i}", SPOT, 8) for i in range(4)]
+    h.until("four spot leases running", lambda: all(h.has(i, STARTED) for i in ids), 30)
+    return ids
+
+
+def test_inventory(harness: Harness) -> None:
+    (pool,) = harness.engine.fleet().pools
+    assert pool.key == POOL
+    assert [(n.name, n.gpus) for n in pool.nodes] == [(name, 8) for name in NODES]
+    assert pool.notice_seconds == NOTICE
+    assert usage(harness) == {}
+
+
+def test_lease_starts_and_stops(harness: Harness) -> None:
+    h = harness
+    lease = h.lease("lse_one", SPOT, 2)
+    h.until("the lease started", lambda: h.has(lease, STARTED), 30)
+    started = h.one(lease, STARTED)
+    ((node, gpus),) = started.allocation.items()
+    assert node in NODES and len(set(gpus)) == 2 and set(gpus) <= set(range(8))
+    view = h.engine.workload(lease)
+    assert view.state is WorkloadState.RUNNING and dict(view.allocation) == {node: gpus}
+    assert usage(h) == {SPOT: 2}
+    assert [v.spec.id for v in h.engine.workloads(tier=SPOT)] == [lease]
+
+    h.engine.stop(lease)
+    h.until("the lease ended", lambda: h.has(lease, ENDED), 30)
+    ended = h.one(lease, ENDED)
+    assert ended.outcome is Outcome.STOPPED and ended.at >= started.at
+    assert h.engine.workload(lease).state is WorkloadState.ENDED
+    assert usage(h) == {}
+    assert h.engine.workloads(tier=SPOT) == []
+    h.engine.stop(lease)  # idempotent
+    h.read()
+    assert len(h.events(lease, ENDED)) == 1  # each event once
+
+    with pytest.raises(NotFound):
+        h.engine.stop("lse_never")
+    with pytest.raises(NotFound):
+        h.engine.workload("lse_never")
+    with pytest.raises(Conflict):
+        h.engine.submit(WorkloadSpec(id=lease, tier=SPOT, pool=POOL, gpus=1, owner="t"))
+
+
+def test_refuses_what_cannot_be_had(harness: Harness) -> None:
+    h = harness
+    with pytest.raises(ShapeNotPlaceable):
+        h.lease("lse_odd", SPOT, 12)  # more than a node and not whole nodes
+    with pytest.raises(ShapeNotPlaceable):
+        h.lease("lse_huge", SPOT, 40)  # more nodes than the pool has
+    with pytest.raises(NotFound):
+        h.engine.submit(
+            WorkloadSpec(id="lse_nopool", tier=SPOT, pool="nowhere/X", gpus=1, owner="t")
+        )
+    fill_with_spot(h, "full")
+    with pytest.raises(InsufficientCapacity):
+        h.lease("lse_late", SPOT, 1)  # spot takes only idle GPUs
+    assert usage(h) == {SPOT: 32}
+
+
+def test_owner_job_preempts_spot_after_its_notice(harness: Harness) -> None:
+    h = harness
+    spot = fill_with_spot(h, "s")
+    owner = h.owner_job(8, 5)
+    h.until("a spot lease noticed", lambda: any(h.has(i, NOTICED) for i in spot), 30)
+    (victim,) = [i for i in spot if h.has(i, NOTICED)]
+    notice = h.one(victim, NOTICED)
+    assert notice.notice_at is not None and notice.stop_at is not None
+    assert notice.stop_at - notice.notice_at == pytest.approx(NOTICE, abs=1)
+    assert h.engine.workload(victim).state is WorkloadState.NOTICED
+
+    h.until("the owner's job started", lambda: h.has(owner, STARTED), WAIT)
+    ended = h.one(victim, ENDED)
+    assert ended.outcome is Outcome.PREEMPTED
+    assert ended.at >= notice.stop_at  # the full notice, never less
+    started = h.one(owner, STARTED)
+    assert started.tier is INT and started.at >= ended.at
+    assert set(started.allocation) == set(h.one(victim, STARTED).allocation)
+    assert usage(h) == {SPOT: 24, INT: 8}
+    for other in spot:
+        if other != victim:
+            assert not h.has(other, NOTICED) and not h.has(other, ENDED)
+
+    h.until("the owner's job ended", lambda: h.has(owner, ENDED), 60)
+    assert h.one(owner, ENDED).outcome is Outcome.COMPLETED
+
+
+def test_on_demand_is_never_taken_back(harness: Harness) -> None:
+    h = harness
+    firm = h.lease("lse_od", OD, 8)
+    spot = [h.lease(f"lse_sp{i}", SPOT, 8) for i in range(3)]
+    h.until("all leases running", lambda: all(h.has(i, STARTED) for i in [firm, *spot]), 30)
+    owner = h.owner_job(8, 10)
+    h.until("the owner's job started", lambda: h.has(owner, STARTED), WAIT)
+    assert not h.has(firm, NOTICED) and not h.has(firm, ENDED)
+    assert sum(h.has(i, NOTICED) for i in spot) == 1
+    assert h.engine.workload(firm).state is WorkloadState.RUNNING
+    with pytest.raises(Conflict):
+        h.engine.notice(firm, reason="on-demand cannot be noticed")
+
+
+def test_on_demand_takes_spot_gpus_with_notice(harness: Harness) -> None:
+    h = harness
+    spot = fill_with_spot(h, "t")
+    firm = h.lease("lse_firm", OD, 8)  # no idle GPU: one spot lease is noticed for it
+    h.until("a spot lease noticed", lambda: any(h.has(i, NOTICED) for i in spot), 30)
+    h.until("the on-demand lease started", lambda: h.has(firm, STARTED), WAIT)
+    (victim,) = [i for i in spot if h.has(i, NOTICED)]
+    assert h.one(victim, ENDED).at >= h.one(victim, NOTICED).stop_at  # type: ignore[operator]
+    assert h.one(firm, STARTED).at >= h.one(victim, ENDED).at
+    assert usage(h) == {SPOT: 24, OD: 8}
+
+
+def test_backfill_notice_ends_spot_at_the_notice_end(harness: Harness) -> None:
+    h = harness
+    lease = h.lease("lse_priced", SPOT, 4)
+    h.until("the lease started", lambda: h.has(lease, STARTED), 30)
+    h.engine.notice(lease, reason="spot price above max_price")
+    h.engine.notice(lease, reason="again")  # idempotent: the first notice stands
+    h.until("the notice", lambda: h.has(lease, NOTICED), 5)
+    notice = h.one(lease, NOTICED)
+    assert notice.reason == "spot price above max_price"
+    assert notice.stop_at is not None and notice.stop_at - notice.at >= NOTICE - 1e-9
+    assert h.engine.workload(lease).state is WorkloadState.NOTICED
+    h.until("the lease ended", lambda: h.has(lease, ENDED), WAIT)
+    ended = h.one(lease, ENDED)
+    assert ended.outcome is Outcome.PREEMPTED and ended.at >= notice.stop_at
+    assert usage(h) == {}
