@@ -100,12 +100,23 @@ def serve(
     placement: Annotated[
         str, typer.Option(help="Placement policy: backfill, fgd, bestfit or random.")
     ] = "backfill",
+    engine: Annotated[
+        str, typer.Option(envvar="BACKFILL_ENGINE", help="sim (built in) or slurm.")
+    ] = "sim",
+    slurm_conf: Annotated[
+        str | None,
+        typer.Option(envvar="BACKFILL_SLURM_CONF", help="The Slurm cluster's slurm.conf."),
+    ] = None,
+    slurm_partition: Annotated[
+        str | None,
+        typer.Option(envvar="BACKFILL_SLURM_PARTITION", help="The Slurm partition to sell."),
+    ] = None,
 ) -> None:
     """Run the control plane and its API until stopped."""
     import uvicorn
 
     from backfill.api.app import create_app
-    from backfill.errors import InvalidFleetFile
+    from backfill.errors import BackfillError, InvalidFleetFile
     from backfill.runtime import Runtime, Settings
 
     settings = Settings.from_env(
@@ -117,6 +128,9 @@ def serve(
         seed=seed,
         placement=placement,
         data_dir=DATA_DIR,
+        engine=engine,
+        slurm_conf=slurm_conf,
+        slurm_partition=slurm_partition,
     )
     from backfill.placement.pool import ENGINE_POLICIES
 
@@ -124,7 +138,7 @@ def serve(
         _fail(f"--placement must be one of {', '.join(ENGINE_POLICIES)}, not {placement!r}")
     try:
         runtime = Runtime(settings)
-    except InvalidFleetFile as exc:
+    except (InvalidFleetFile, BackfillError, ValueError) as exc:
         _fail(str(exc))
     if runtime.new_operator_key:
         DATA_DIR.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from backfill.domain.fleet import Fleet
+from backfill.domain.fleet import DEFAULT_NOTICE_SECONDS, Fleet
 from backfill.engines.base import FleetEngine
 from backfill.engines.sim import ManualClock, OwnerWorkload, SimEngine, WallClock
 from backfill.errors import Conflict
@@ -40,6 +40,12 @@ class Settings:
     seed: int = 0
     placement: str = "backfill"
     """The placement policy of the sim engine (``backfill``, ``fgd``, ``bestfit``, ``random``)."""
+    engine: str = "sim"
+    """``sim`` (built in) or ``slurm`` (a real cluster, reached with Slurm's clients)."""
+    slurm_conf: str | None = None
+    """The Slurm cluster's ``slurm.conf`` (None: the clients' default, or ``SLURM_CONF``)."""
+    slurm_partition: str | None = None
+    """The partition whose nodes are sold (None: the cluster's default partition)."""
     tick_seconds: float = 1.0
     price_interval: float = 60.0
     operator_key: str | None = None
@@ -54,6 +60,9 @@ class Settings:
             database_url=env.get("BACKFILL_DATABASE_URL", cls.database_url),
             fleet_file=env.get("BACKFILL_FLEET") or None,
             operator_key=env.get("BACKFILL_OPERATOR_KEY") or None,
+            engine=env.get("BACKFILL_ENGINE") or cls.engine,
+            slurm_conf=env.get("BACKFILL_SLURM_CONF") or None,
+            slurm_partition=env.get("BACKFILL_SLURM_PARTITION") or None,
         )
         for name, value in overrides.items():
             if value is not None:
@@ -66,7 +75,11 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, http: httpx.Client | None = None) -> None:
         self.settings = settings
-        self.fleet = self._load_fleet(settings)
+        if settings.engine not in ("sim", "slurm"):
+            raise ValueError(f"engine must be 'sim' or 'slurm', not {settings.engine!r}")
+        if settings.engine == "slurm" and (settings.clock != "wall" or settings.speed != 1.0):
+            raise ValueError("a Slurm cluster runs on the wall clock: no manual clock, no speed-up")
+        fleet = self._load_fleet(settings) if settings.engine == "sim" else None
         if settings.clock == "manual":
             self.clock: ManualClock | WallClock = ManualClock(
                 settings.start if settings.start is not None else DEFAULT_MANUAL_START
@@ -75,10 +88,8 @@ class Runtime:
             self.clock = WallClock(speed=settings.speed, start=settings.start)
         else:
             raise ValueError(f"clock must be 'wall' or 'manual', not {settings.clock!r}")
-        owner = OwnerWorkload(seed=settings.seed) if settings.owner_workload else None
-        self.engine: FleetEngine = SimEngine(
-            self.fleet, self.clock, owner=owner, placement=settings.placement
-        )
+        self.engine: FleetEngine = self._engine(settings, fleet, self.clock)
+        self.fleet = self.engine.fleet()
         if settings.database_url.startswith("sqlite:///"):
             path = Path(settings.database_url.removeprefix("sqlite:///"))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +110,30 @@ class Runtime:
     @staticmethod
     def _load_fleet(settings: Settings) -> Fleet:
         return load_fleet(settings.fleet_file or demo_fleet_path())
+
+    @staticmethod
+    def _engine(
+        settings: Settings, fleet: Fleet | None, clock: ManualClock | WallClock
+    ) -> FleetEngine:
+        if settings.engine == "sim":
+            assert fleet is not None
+            owner = OwnerWorkload(seed=settings.seed) if settings.owner_workload else None
+            return SimEngine(fleet, clock, owner=owner, placement=settings.placement)
+        from backfill.engines.slurm import SlurmConfig, SlurmEngine
+
+        prices, notice = {}, {}
+        if settings.fleet_file:  # list prices and notice periods per accelerator
+            for pool in load_fleet(settings.fleet_file).pools:
+                prices[pool.accelerator] = pool.prices
+                notice[pool.accelerator] = pool.notice_seconds
+        config = SlurmConfig(
+            conf=Path(settings.slurm_conf) if settings.slurm_conf else None,
+            partition=settings.slurm_partition,
+            prices=prices,
+            notice_seconds=min(notice.values(), default=DEFAULT_NOTICE_SECONDS),
+            output_dir=settings.data_dir / "slurm-output",
+        )
+        return SlurmEngine(config)
 
     def tick(self) -> None:
         """Apply what the engine did, re-price spot, send due webhooks."""

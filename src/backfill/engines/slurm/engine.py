@@ -204,6 +204,8 @@ class SlurmEngine(FleetEngine):
         self._read_at = -math.inf
         self._accounts: set[str] = set()
         self._fleet, self._partition = self._inventory()
+        if self.config.output_dir is not None:
+            self.config.output_dir.mkdir(parents=True, exist_ok=True)
         self._pool_of_node = {n.name: p for p in self._fleet.pools for n in p.nodes}
         self._spot_qos = {qos_for_spot(p.notice_seconds) for p in self._fleet.pools}
         self._ours = self._spot_qos | {ON_DEMAND_QOS, RESERVED_QOS}

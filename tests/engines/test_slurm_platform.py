@@ -1,0 +1,153 @@
+"""The control plane on a real Slurm cluster, used as a tenant and the owner's teams use it.
+
+The owner's job goes in with plain ``sbatch`` (Backfill never sees it submitted): Slurm preempts
+the tenant's spot lease that Backfill placed; the tenant sees the notice and the stop through the
+API (and a webhook); billing ends at the end time Slurm's own accounting (``sacct``) records.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from backfill.runtime import Runtime, Settings
+from backfill.server import BackgroundServer
+from tests.conftest import OPERATOR_KEY, Platform, WebhookReceiver
+from tests.engines.harness import NODES, NOTICE, SLURM_CONF, slurm_clear, slurm_env, slurm_owner_job
+
+pytestmark = pytest.mark.slurm
+
+PRICES = {"on_demand": "2.99", "reserved": "2.39", "spot_floor": "0.95"}
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@pytest.fixture
+def slurm_platform(slurm_cluster: None, tmp_path: Path) -> Iterator[Platform]:
+    slurm_clear()
+    fleet = tmp_path / "prices.yaml"  # with Slurm, a fleet file gives prices and notices only
+    fleet.write_text(
+        f"name: prices\nnotice_seconds: {NOTICE}\nregions:\n  - name: backfill\n    pools:\n"
+        f"      - accelerator: H100\n        nodes: 1\n        gpus_per_node: 8\n"
+        f"        prices: {{on_demand: '{PRICES['on_demand']}', reserved: '{PRICES['reserved']}',"
+        f" spot_floor: '{PRICES['spot_floor']}'}}\n"
+    )
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'backfill.db'}",
+        engine="slurm",
+        slurm_conf=str(SLURM_CONF),
+        fleet_file=str(fleet),
+        operator_key=OPERATOR_KEY,
+        tick_seconds=0.25,
+        price_interval=3600.0,
+        data_dir=tmp_path,
+    )
+    runtime = Runtime(settings)
+    runtime.start()
+    server = BackgroundServer(runtime)
+    url = server.start()
+    operator = httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {OPERATOR_KEY}"}, timeout=30
+    )
+    platform = Platform(url=url, runtime=runtime, operator=operator)
+    try:
+        yield platform
+    finally:
+        for client in [operator, *platform.clients]:
+            client.close()
+        server.stop()
+        runtime.close()
+        slurm_clear()
+
+
+def wait_for(what: str, get: Any, predicate: Any, within: float) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = get()
+        if predicate(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {within:g} s: {value}")
+        time.sleep(0.25)
+
+
+def sacct(lease_id: str) -> dict[str, str]:
+    """Slurm's own accounting of the job that ran a lease."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", f"--name={lease_id}", "-S", "now-1hour",
+         "--format=JobID,State,Start,End,AllocTRES"],
+        env={**slurm_env(), "SLURM_TIME_FORMAT": "%s"},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rows = [line.split("|") for line in out.splitlines() if line]
+    assert len(rows) == 1, rows
+    job, state, start, end, tres = rows[0]
+    return {"job": job, "state": state, "start": start, "end": end, "tres": tres}
+
+
+def test_plain_sbatch_preempts_a_spot_lease_and_billing_ends_at_slurms_end(
+    slurm_platform: Platform, webhook_receiver: WebhookReceiver
+) -> None:
+    platform = slurm_platform
+    tenant = platform.tenant("acme")
+    tenant.put("/v1/webhook", json={"url": webhook_receiver.url})
+    (pool,) = tenant.get("/v1/instance-types").json()["data"]
+    assert pool["id"] == "backfill/H100" and pool["gpus"] == 32
+
+    body = {"tier": "spot", "gpus": 8, "region": "backfill", "accelerator": "H100"}
+    created = tenant.post("/v1/leases", json=body)
+    assert created.status_code == 201, created.text
+    lease = created.json()
+    url = f"/v1/leases/{lease['id']}"
+    running = wait_for(
+        "the lease running", lambda: tenant.get(url).json(), lambda v: v["state"] == "running", 30
+    )
+    ((node, gpus),) = running["allocation"].items()
+    assert node in NODES and len(gpus) == 8
+
+    # The owner's teams need the whole cluster: plain sbatch, not through Backfill.
+    slurm_owner_job(32, 5)
+    noticed = wait_for(
+        "the notice", lambda: tenant.get(url).json(), lambda v: v["state"] == "noticed", 30
+    )
+    notice = noticed["notice"]
+    assert (_at(notice["stop_at"]) - _at(notice["notice_at"])).total_seconds() == NOTICE
+    assert tenant.get(f"{url}/notice").json() == notice
+
+    ended = wait_for(
+        "the stop",
+        lambda: tenant.get(url).json(),
+        lambda v: v["state"] == "preempted",
+        NOTICE + 60,
+    )
+    assert _at(ended["ended_at"]) >= _at(notice["stop_at"])  # never before the full notice
+    kinds = wait_for(
+        "both webhooks",
+        lambda: [d.json()["type"] for d in webhook_receiver.deliveries],
+        lambda v: "lease.ended" in v,
+        10,
+    )
+    assert kinds[:1] == ["lease.notice"] and kinds.count("lease.notice") == 1
+
+    # Billing ends where Slurm's accounting says the job ended, to the second.
+    record = wait_for("sacct's end", lambda: sacct(lease["id"]), lambda r: r["end"].isdigit(), 30)
+    assert record["state"] == "PREEMPTED" and "gres/gpu=8" in record["tres"]
+    assert _at(running["started_at"]).timestamp() == int(record["start"])
+    assert _at(ended["ended_at"]).timestamp() == int(record["end"])
+    usage = tenant.get("/v1/usage", params={"lease_id": lease["id"]}).json()
+    seconds = int(record["end"]) - int(record["start"])
+    assert sum(s["seconds"] for s in usage["segments"]) == seconds
+    assert usage["segments"][-1]["ended_at"] == ended["ended_at"]
+    price = Decimal(usage["segments"][0]["price_per_gpu_hour"])
+    assert price >= Decimal(PRICES["spot_floor"])
+    assert Decimal(usage["cost"]) == (price * 8 * seconds / 3600).quantize(Decimal("0.000001"))
