@@ -70,6 +70,16 @@ class Harness:
     run: str = field(default_factory=lambda: secrets.token_hex(3))
     """Made part of every lease id: a real cluster remembers the ids of earlier runs."""
 
+    def reserve(self, name: str, gpus: int, start_at: float, end_at: float) -> str:
+        """Submit a reserved lease for ``[start_at, end_at)``; its id."""
+        id = f"{name}_{self.run}"
+        spec = WorkloadSpec(
+            id=id, tier=Tier.RESERVED, pool=POOL, gpus=gpus, owner=TENANT,
+            start_at=start_at, end_at=end_at,
+        )  # fmt: skip
+        self.engine.submit(spec)
+        return id
+
     def lease(self, name: str, tier: Tier, gpus: int) -> str:
         """Submit a lease; its id (``name`` and the run's token)."""
         id = f"{name}_{self.run}"

@@ -154,3 +154,24 @@ def test_backfill_notice_ends_spot_at_the_notice_end(harness: Harness) -> None:
     ended = h.one(lease, ENDED)
     assert ended.outcome is Outcome.PREEMPTED and ended.at >= notice.stop_at
     assert usage(h) == {}
+
+
+def test_reserved_keeps_the_owners_work_off_its_nodes_for_its_period(harness: Harness) -> None:
+    h = harness
+    now = h.engine.now()
+    start, end = float(int(now) + 20), float(int(now) + 80)
+    reserved = h.reserve("lse_res", 8, start, end)
+    assert h.engine.workload(reserved).state is WorkloadState.PENDING
+    # The owner's job wants every node; the reserved node is not for it, from now to the end.
+    owner = h.owner_job(32, 5)
+    h.until("the reserved lease started", lambda: h.has(reserved, STARTED), 40)
+    assert h.one(reserved, STARTED).at >= start
+    assert not h.has(owner, STARTED)
+    assert usage(h) == {Tier.RESERVED: 8}
+    with pytest.raises(Conflict):
+        h.engine.notice(reserved, reason="reserved cannot be noticed")
+    h.until("the owner's job started", lambda: h.has(owner, STARTED), 100)
+    ended = h.one(reserved, ENDED)
+    assert not h.has(reserved, NOTICED)
+    assert ended.outcome is Outcome.COMPLETED and ended.at >= end  # its whole period
+    assert h.one(owner, STARTED).at >= ended.at

@@ -144,6 +144,8 @@ class _Job:
     outcome: Outcome | None = None
     exit_code: int | None = None
     stop_requested: bool = False
+    expired: bool = False
+    """A reserved lease's period ran out (the engine ended it)."""
 
     def view(self) -> WorkloadView:
         return WorkloadView(
@@ -354,16 +356,18 @@ class SlurmEngine(FleetEngine):
                 check_shape(spec.gpus, [node.gpus for node in pool.nodes])
             except ShapeError as exc:
                 raise ShapeNotPlaceable(str(exc), field="gpus") from None
-            if spec.tier is Tier.RESERVED:
-                raise InvalidRequest(
-                    "reserved leases are not sold on the Slurm engine yet", field="tier"
-                )
+            if spec.tier is Tier.RESERVED and spec.end_at is None:
+                raise InvalidRequest("a reserved lease needs the end of its period", field="end")
             if spec.tier is Tier.INTERNAL:
                 account, qos = self.config.internal_account, None
             else:
                 account = self.ensure_tenant(spec.owner)
-                qos = qos_for_spot(pool.notice_seconds) if spec.tier is Tier.SPOT else ON_DEMAND_QOS
-            if not spec.queue:
+                qos = {Tier.SPOT: qos_for_spot(pool.notice_seconds), Tier.ON_DEMAND: ON_DEMAND_QOS,
+                       Tier.RESERVED: RESERVED_QOS}[spec.tier]  # fmt: skip
+            extra: list[str] = []
+            if spec.tier is Tier.RESERVED:
+                extra = self._reserve(spec, pool, account)
+            elif not spec.queue:
                 self._refresh(force=True)
                 if self._place(spec, pool) is None:
                     raise InsufficientCapacity(
@@ -388,9 +392,15 @@ class SlurmEngine(FleetEngine):
                 args.append(f"--qos={qos}")
             if spec.duration is not None and spec.command is None:
                 args.append(f"--time={_minutes(spec.duration + 60)}")
+            args += extra
             script = _script(spec)
             submitted = self._clock()
-            out = self.cli.run(*args, input=script)
+            try:
+                out = self.cli.run(*args, input=script)
+            except Exception:
+                if spec.tier is Tier.RESERVED:
+                    self._unreserve(spec.id)
+                raise
             job_id = int(out.strip().split(";")[0])
             job = _Job(
                 spec=spec, job_id=job_id, state=WorkloadState.PENDING, submitted_at=submitted
@@ -407,6 +417,8 @@ class SlurmEngine(FleetEngine):
                 return
             job.stop_requested = True
             self.cli.run("scancel", str(job.job_id))
+            if job.spec.tier is Tier.RESERVED:
+                self._unreserve(job.spec.id)
             self._refresh(force=True)
 
     def notice(self, workload_id: str, *, reason: str) -> None:
@@ -542,7 +554,9 @@ class SlurmEngine(FleetEngine):
         self, job: _Job, state: str, end: float | None, exit_code: int | None, *, emit: bool
     ) -> None:
         outcome = _ENDED_OUTCOME.get(state, Outcome.FAILED)
-        if state in ("CANCELLED", "COMPLETING"):
+        if job.expired or (state == "TIMEOUT" and job.spec.end_at is not None):
+            outcome = Outcome.COMPLETED  # a reserved period ran out
+        elif state in ("CANCELLED", "COMPLETING"):
             if job.stop_requested:
                 outcome = Outcome.STOPPED
             elif job.notice_at is not None:
@@ -579,8 +593,21 @@ class SlurmEngine(FleetEngine):
                 self._end(job, state, _epoch(times.get("end")), code, emit=emit)
 
     def _enforce_notices(self) -> None:
+        """End what must end now: noticed spot at its notice's end, reserved at its period's end
+        (Slurm's own checks come up to ~30 s late)."""
         now = self._clock()
         for job in self._jobs.values():
+            if (
+                job.spec.tier is Tier.RESERVED
+                and job.spec.end_at is not None
+                and now >= math.ceil(job.spec.end_at)  # Slurm records whole seconds
+                and job.state is WorkloadState.RUNNING
+                and not job.expired
+            ):
+                job.expired = True
+                with contextlib.suppress(Conflict):
+                    self.cli.run("scancel", str(job.job_id))
+                self._unreserve(job.spec.id)
             if (
                 job.state is WorkloadState.NOTICED
                 and job.stop_at is not None
@@ -627,6 +654,51 @@ class SlurmEngine(FleetEngine):
             wanted = bits[2].upper()
             return next((p for p in self._fleet.pools if p.accelerator == wanted), None)
         return self._fleet.pools[0] if len(self._fleet.pools) == 1 else None
+
+    def _reserve(self, spec: WorkloadSpec, pool: Pool, account: str) -> list[str]:
+        """A Slurm reservation for a reserved lease: whole nodes of the pool that nothing runs on,
+        for the tenant's account, over the lease's period; the sbatch flags that run in it.
+
+        Slurm 22.05 reserves nodes, not GPU counts: a lease of fewer GPUs than a node still keeps
+        the whole node from other work over its period (the tenant's other jobs may use it)."""
+        assert spec.end_at is not None
+        self._refresh(force=True)
+        now = self._clock()
+        start = max(now, spec.start_at or now)
+        size = max(node.gpus for node in pool.nodes)
+        count = math.ceil(spec.gpus / size)
+        busy = {node for job in self._jobs.values() if job.state is not WorkloadState.ENDED
+                for node in job.allocation}  # fmt: skip
+        reserved = {
+            node
+            for record in scontrol_records(self.cli.run("scontrol", "-o", "show", "reservation"))
+            for node in expand_hostlist(record.get("Nodes", ""))
+        }
+        free = [n.name for n in pool.nodes if n.gpus == size and n.name not in busy | reserved]
+        if len(free) < count:
+            raise InsufficientCapacity(
+                f"{count} whole {pool.accelerator} nodes cannot be set aside in {pool.key} now",
+                field="gpus",
+            )
+        begin = max(0, math.ceil(start - now))
+        seconds = max(60, math.ceil(spec.end_at - now))
+        try:
+            self.cli.run(
+                "scontrol", "create", "reservation", f"ReservationName={spec.id}",
+                f"StartTime=now+{begin}seconds", f"EndTime=now+{seconds}seconds",
+                f"Nodes={','.join(free[:count])}", f"Accounts={account}",
+                f"PartitionName={self._partition}",
+            )  # fmt: skip
+        except Conflict as exc:
+            raise InsufficientCapacity(
+                f"the nodes cannot be set aside in {pool.key}: {exc.message}", field="gpus"
+            ) from None
+        limit = _minutes(spec.end_at - start)
+        return [f"--reservation={spec.id}", f"--begin=now+{begin}", f"--time={limit}"]
+
+    def _unreserve(self, name: str) -> None:
+        with contextlib.suppress(Conflict):  # gone already (its period ended)
+            self.cli.run("scontrol", "delete", "reservation", name)
 
     def _place(self, spec: WorkloadSpec, pool: Pool) -> Placement | None:
         """Where ``spec`` would go now, counting the leases Slurm has not started yet as placed
