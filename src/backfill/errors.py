@@ -12,6 +12,7 @@
     ├── Conflict                conflict               the request clashes with the current state
     │   ├── IdempotencyKeyReused idempotency_key_reused  same key, different request
     │   ├── InsufficientCapacity insufficient_capacity   no GPUs to be had for it now
+    │   ├── QuotaExceeded       quota_exceeded         past the tenant's GPU quota
     │   └── PriceAboveMax       price_above_max        spot price is over the tenant's max_price
     └── EngineUnavailable       engine_unavailable     the fleet engine does not answer
 
@@ -94,6 +95,10 @@ class IdempotencyKeyReused(Conflict):
 
 class InsufficientCapacity(Conflict):
     code = "insufficient_capacity"
+
+
+class QuotaExceeded(Conflict):
+    code = "quota_exceeded"
 
 
 class PriceAboveMax(Conflict):

@@ -11,8 +11,14 @@ import pytest
 
 from backfill.domain.tiers import Tier
 from backfill.engines.base import EventKind, Outcome, WorkloadSpec, WorkloadState
-from backfill.errors import Conflict, InsufficientCapacity, NotFound, ShapeNotPlaceable
-from tests.engines.harness import NODES, NOTICE, POOL, Harness
+from backfill.errors import (
+    Conflict,
+    InsufficientCapacity,
+    NotFound,
+    QuotaExceeded,
+    ShapeNotPlaceable,
+)
+from tests.engines.harness import NODES, NOTICE, POOL, TENANT, Harness
 
 STARTED, NOTICED, ENDED = EventKind.STARTED, EventKind.NOTICED, EventKind.ENDED
 SPOT, OD, INT = Tier.SPOT, Tier.ON_DEMAND, Tier.INTERNAL
@@ -175,3 +181,23 @@ def test_reserved_keeps_the_owners_work_off_its_nodes_for_its_period(harness: Ha
     assert not h.has(reserved, NOTICED)
     assert ended.outcome is Outcome.COMPLETED and ended.at >= end  # its whole period
     assert h.one(owner, STARTED).at >= ended.at
+
+
+def test_quota_holds_a_tenant_to_its_gpus(harness: Harness) -> None:
+    h = harness
+    h.engine.set_quota(TENANT, 8)
+    first = h.lease("lse_q1", SPOT, 6)
+    with pytest.raises(QuotaExceeded):
+        h.lease("lse_q2", OD, 4)  # 6 + 4 > 8, even before the first has started
+    second = h.lease("lse_q3", OD, 2)
+    h.until("both leases running", lambda: h.has(first, STARTED) and h.has(second, STARTED), 30)
+    with pytest.raises(QuotaExceeded):
+        h.lease("lse_q4", SPOT, 1)
+    h.engine.stop(first)
+    h.until("the first lease ended", lambda: h.has(first, ENDED), 30)
+    third = h.lease("lse_q5", SPOT, 6)  # room again
+    h.until("the third lease running", lambda: h.has(third, STARTED), 30)
+    h.engine.set_quota(TENANT, None)
+    fourth = h.lease("lse_q6", SPOT, 8)  # no limit any more
+    h.until("the fourth lease running", lambda: h.has(fourth, STARTED), 30)
+    assert usage(h) == {SPOT: 14, OD: 2}

@@ -21,7 +21,16 @@ import pytest
 from backfill.runtime import Runtime, Settings
 from backfill.server import BackgroundServer
 from tests.conftest import OPERATOR_KEY, Platform, WebhookReceiver
-from tests.engines.harness import NODES, NOTICE, SLURM_CONF, slurm_clear, slurm_env, slurm_owner_job
+from tests.engines.harness import (
+    NODES,
+    NOTICE,
+    SLURM_CONF,
+    SLURM_DIR,
+    slurm_clear,
+    slurm_env,
+    slurm_owner_job,
+    slurm_up,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -90,6 +99,8 @@ def sacct(lease_id: str) -> dict[str, str]:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     rows = [line.split("|") for line in out.splitlines() if line]
+    if not rows:  # slurmdbd has not got the record yet
+        return {"job": "", "state": "", "start": "", "end": "", "tres": ""}
     assert len(rows) == 1, rows
     job, state, start, end, tres = rows[0]
     return {"job": job, "state": state, "start": start, "end": end, "tres": tres}
@@ -151,3 +162,115 @@ def test_plain_sbatch_preempts_a_spot_lease_and_billing_ends_at_slurms_end(
     price = Decimal(usage["segments"][0]["price_per_gpu_hour"])
     assert price >= Decimal(PRICES["spot_floor"])
     assert Decimal(usage["cost"]) == (price * 8 * seconds / 3600).quantize(Decimal("0.000001"))
+
+
+def slurmctld_down() -> None:
+    pid = (SLURM_DIR / "run/slurmctld.pid").read_text().strip()
+    subprocess.run(["kill", pid], check=True)
+    wait_for(
+        "slurmctld stopped",
+        lambda: subprocess.run(["kill", "-0", pid], capture_output=True).returncode,
+        lambda code: code != 0,
+        30,
+    )
+
+
+def test_slurm_down_answers_503_loses_no_usage_and_recovers(slurm_platform: Platform) -> None:
+    platform = slurm_platform
+    tenant = platform.tenant("acme")
+    body = {"tier": "on_demand", "gpus": 4, "region": "backfill", "accelerator": "H100"}
+    lease = tenant.post("/v1/leases", json=body).json()
+    url = f"/v1/leases/{lease['id']}"
+    running = wait_for(
+        "the lease running", lambda: tenant.get(url).json(), lambda v: v["state"] == "running", 30
+    )
+    slurmctld_down()
+    try:
+        for response in (tenant.get(url), tenant.post("/v1/leases", json=body)):
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] == "engine_unavailable" and "Slurm" in error["message"]
+    finally:
+        assert slurm_up() is None  # the controller comes back with its saved state
+    # The lease ran on while the controller was away; nothing was created by the refused POST.
+    back = wait_for("the API back", lambda: tenant.get(url), lambda r: r.status_code == 200, 60)
+    assert back.json()["state"] == "running"
+    assert back.json()["started_at"] == running["started_at"]
+    assert [item["id"] for item in tenant.get("/v1/leases").json()["data"]] == [lease["id"]]
+    stopped = tenant.delete(url).json()
+    assert stopped["state"] == "stopped"
+    record = wait_for("sacct's end", lambda: sacct(lease["id"]), lambda r: r["end"].isdigit(), 30)
+    usage = tenant.get("/v1/usage", params={"lease_id": lease["id"]}).json()
+    assert sum(s["seconds"] for s in usage["segments"]) == int(record["end"]) - int(record["start"])
+    assert _at(stopped["ended_at"]).timestamp() == int(record["end"])
+
+
+def test_a_lost_node_fails_its_lease_and_is_avoided(slurm_platform: Platform) -> None:
+    platform = slurm_platform
+    tenant = platform.tenant("acme")
+    body = {"tier": "on_demand", "gpus": 8, "region": "backfill", "accelerator": "H100"}
+    lease = tenant.post("/v1/leases", json=body).json()
+    url = f"/v1/leases/{lease['id']}"
+    running = wait_for(
+        "the lease running", lambda: tenant.get(url).json(), lambda v: v["state"] == "running", 30
+    )
+    (node,) = running["allocation"]
+    env = slurm_env()
+    # The node is lost: its slurmd dies, and the operator (or Slurm, after SlurmdTimeout) marks it
+    # down; without its slurmd it cannot come back on its own.
+    subprocess.run(["kill", (SLURM_DIR / f"run/slurmd-{node}.pid").read_text().strip()], check=True)
+    down = ["scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=lost in a test"]
+    subprocess.run(down, env=env, check=True)
+    try:
+        failed = wait_for(
+            "the lease failed", lambda: tenant.get(url).json(), lambda v: v["state"] == "failed", 60
+        )
+        record = wait_for("sacct", lambda: sacct(lease["id"]), lambda r: r["end"].isdigit(), 30)
+        assert record["state"] == "NODE_FAIL"
+        assert _at(failed["ended_at"]).timestamp() == int(record["end"])
+        usage = tenant.get("/v1/usage", params={"lease_id": lease["id"]}).json()
+        seconds = int(record["end"]) - int(record["start"])
+        assert sum(s["seconds"] for s in usage["segments"]) == seconds
+        # New leases go to the other nodes; four whole nodes cannot be had with one down.
+        others, spot = [], {**body, "tier": "spot"}
+        for _ in range(3):
+            created = tenant.post("/v1/leases", json=spot)
+            assert created.status_code == 201, created.text
+            others.append(created.json())
+        for other in others:
+            done = wait_for(
+                "a lease running",
+                lambda other=other: tenant.get(f"/v1/leases/{other['id']}").json(),
+                lambda v: v["state"] == "running",
+                30,
+            )
+            assert node not in done["allocation"]
+        refused = tenant.post("/v1/leases", json=spot)
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "insufficient_capacity"
+    finally:
+        slurm_up()  # its slurmd again (the node may still be down: the next lines bring it back)
+        resume = ["scontrol", "update", f"NodeName={node}", "State=RESUME"]
+        subprocess.run(resume, env=env, check=False, capture_output=True)
+        assert slurm_up() is None
+
+
+def test_slurm_itself_holds_a_tenant_account_to_its_quota(slurm_platform: Platform) -> None:
+    engine = slurm_platform.runtime.engine
+    engine.set_quota("tnt_quota", 8)
+    env = slurm_env()
+    try:
+        shown = subprocess.run(
+            ["sacctmgr", "-n", "-P", "show", "assoc", "account=bf_tnt_quota", "format=grptres"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "gres/gpu=8" in shown
+        # A job sent straight to Slurm under the tenant's account, past the quota: refused.
+        direct = subprocess.run(
+            ["sbatch", "--parsable", "--account=bf_tnt_quota", "--qos=bf_on_demand",
+             "--nodes=2", "--gres=gpu:h100:8", "--output=/dev/null", "--wrap=sleep 5"],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert direct.returncode != 0 and "policy" in direct.stderr
+    finally:
+        engine.set_quota("tnt_quota", None)

@@ -21,6 +21,8 @@ STATUS = {
     "conflict": 409,
     "idempotency_key_reused": 409,
     "insufficient_capacity": 409,
+    "quota_exceeded": 409,
+    "slurm_refused": 409,
     "price_above_max": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,

@@ -20,6 +20,7 @@ from typing import ClassVar
 from backfill.domain.admission import PoolLoad
 from backfill.domain.fleet import Fleet
 from backfill.domain.tiers import Tier
+from backfill.errors import QuotaExceeded
 
 
 class WorkloadState(StrEnum):
@@ -143,8 +144,14 @@ class FleetEngine(ABC):
 
         Raises ``ShapeNotPlaceable`` when the request can never fit the pool's nodes,
         ``InsufficientCapacity`` when it cannot be had now and ``spec.queue`` is false,
+        ``QuotaExceeded`` when it would take its owner past its quota (``set_quota``),
         ``NotFound`` for an unknown pool and ``Conflict`` for an id already submitted.
         """
+
+    @abstractmethod
+    def set_quota(self, owner: str, gpus: int | None) -> None:
+        """At most ``gpus`` GPUs held at once by ``owner``'s leases (every external tier, running
+        or waiting to start); None lifts the limit. ``submit`` raises ``QuotaExceeded`` past it."""
 
     @abstractmethod
     def stop(self, workload_id: str) -> None:
@@ -179,3 +186,13 @@ class FleetEngine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the engine holds (connections, threads). Idempotent."""
+
+
+def check_quota(spec: WorkloadSpec, quota: int, held: int) -> None:
+    """Raise ``QuotaExceeded`` unless ``spec`` fits its owner's ``quota`` beside ``held`` GPUs."""
+    if held + spec.gpus > quota:
+        raise QuotaExceeded(
+            f"{spec.owner} may hold {quota} GPUs at once; it holds {held} and asks for "
+            f"{spec.gpus} more",
+            field="gpus",
+        )

@@ -41,6 +41,7 @@ from backfill.engines.base import (
     WorkloadSpec,
     WorkloadState,
     WorkloadView,
+    check_quota,
 )
 from backfill.engines.sim.clock import Clock
 from backfill.engines.sim.owner import OwnerJob, OwnerSource
@@ -162,6 +163,7 @@ class SimEngine(FleetEngine):
                 self._node_spot[node.name] = 0
                 self._node_noticed[node.name] = 0
         self._workloads: dict[str, _Workload] = {}
+        self._quota: dict[str, int] = {}  # owner → GPUs its leases may hold at once
         self._shapes: set[tuple[str, int]] = set()  # (pool, GPUs) found to fit the pool's shape
         self._kind: dict[str, int] = {}  # workload → _FIRM_WORK, _SPOT_WORK or _RESERVED_WORK
         self._active: set[str] = set()
@@ -196,6 +198,8 @@ class SimEngine(FleetEngine):
             if spec.id in self._workloads:
                 raise Conflict(f"workload {spec.id} was already submitted", field="id")
             pool = self._pool(spec.pool)
+            if spec.owner in self._quota and spec.tier.external:
+                check_quota(spec, self._quota[spec.owner], self._leased_by(spec.owner))
             if (pool.key, spec.gpus) not in self._shapes:
                 try:
                     check_shape(spec.gpus, [node.gpus for node in pool.nodes])
@@ -236,6 +240,17 @@ class SimEngine(FleetEngine):
             if spec.end_at is not None:
                 self._push(spec.end_at, _RESERVED_END, spec.id)
             return work.view()
+
+    def set_quota(self, owner: str, gpus: int | None) -> None:
+        with self._lock:
+            if gpus is None:
+                self._quota.pop(owner, None)
+            else:
+                self._quota[owner] = gpus
+
+    def _leased_by(self, owner: str) -> int:
+        works = (self._workloads[wid] for wid in self._active)
+        return sum(w.spec.gpus for w in works if w.spec.owner == owner and w.spec.tier.external)
 
     def stop(self, workload_id: str) -> None:
         with self._lock:

@@ -92,8 +92,9 @@ class SlurmCLI:
         except json.JSONDecodeError as exc:
             raise EngineUnavailable(f"`{_shown(args)} --json` did not print JSON: {exc}") from None
         errors = [e for e in document.get("errors", []) if e]
-        if errors:
-            raise SlurmRefused(f"Slurm refused `{_shown(args)}`: {errors}")
+        if errors:  # a read that Slurm could not answer (its controller or database is away)
+            said = "; ".join(str(e.get("description") or e) for e in errors)
+            raise EngineUnavailable(f"Slurm cannot answer `{_shown(args)}`: {said}")
         return dict(document)
 
     def records(self, *args: str) -> list[dict[str, str]]:

@@ -65,9 +65,11 @@ from backfill.engines.base import (
     WorkloadSpec,
     WorkloadState,
     WorkloadView,
+    check_quota,
 )
 from backfill.engines.slurm.cli import (
     SlurmCLI,
+    SlurmRefused,
     expand_hostlist,
     job_allocation,
     per_node_gpus,
@@ -80,6 +82,7 @@ from backfill.errors import (
     InsufficientCapacity,
     InvalidRequest,
     NotFound,
+    QuotaExceeded,
     ShapeNotPlaceable,
 )
 
@@ -92,6 +95,9 @@ DEFAULT_PRICES = Prices(
 DENY = "Flags=DenyOnLimit"
 """A job over its account's limits is refused at ``sbatch`` (a clear error), not left pending."""
 REFRESH_SECONDS = 0.5
+RETRY_SECONDS = 5.0
+"""After Slurm failed to answer, reads fail at once for this long (a client's own timeout with an
+unreachable controller is ~9 s: the API should not hang that long on every request)."""
 """How stale a read of the queue may be before ``poll``/``usage`` read it again."""
 
 _RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "CONFIGURING", "SIGNALING"}
@@ -109,6 +115,9 @@ _ENDED_OUTCOME = {
     "REVOKED": Outcome.FAILED,
 }
 _NAME_OK = re.compile(r"[^a-z0-9_]")
+_UNUSABLE = {"DOWN", "DRAIN", "DRAINED", "DRAINING", "FAIL", "FAILING", "NOT_RESPONDING",
+             "POWERED_DOWN", "POWER_DOWN", "POWERING_DOWN", "REBOOT_REQUESTED", "FUTURE",
+             "MAINTENANCE", "UNKNOWN"}  # fmt: skip
 
 HOLDER = """#!/bin/sh
 # Backfill: holds a bare-GPU lease's GPUs until the lease is stopped{until}.
@@ -205,6 +214,8 @@ class SlurmEngine(FleetEngine):
         self._snapshot: list[dict[str, Any]] = []
         self._read_at = -math.inf
         self._accounts: set[str] = set()
+        self._quota: dict[str, int] = {}
+        self._down: tuple[float, EngineUnavailable] | None = None
         self._fleet, self._partition = self._inventory()
         if self.config.output_dir is not None:
             self.config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -267,12 +278,19 @@ class SlurmEngine(FleetEngine):
         self._accounts.add(account)
         return account
 
-    def set_quota(self, tenant: str, gpus: int | None) -> None:
-        """At most ``gpus`` GPUs at once for the tenant's jobs (Slurm's ``GrpTRES``); None: no
-        limit."""
-        account = self.ensure_tenant(tenant)
-        value = "gres/gpu=-1" if gpus is None else f"gres/gpu={int(gpus)}"
-        self._sacctmgr("modify", "account", account, "set", f"GrpTRES={value}")
+    def set_quota(self, owner: str, gpus: int | None) -> None:
+        """Slurm's ``GrpTRES=gres/gpu=N`` on the tenant's account: Slurm itself holds any job of
+        the account past it, Backfill's or not. Slurm counts only running jobs and leaves a job
+        past the limit pending, so ``submit`` also refuses a lease that would pass it, counting
+        the leases Slurm has not started yet."""
+        with self._lock:
+            account = self.ensure_tenant(owner)
+            value = "gres/gpu=-1" if gpus is None else f"gres/gpu={int(gpus)}"
+            self._sacctmgr("modify", "account", account, "set", f"GrpTRES={value}")
+            if gpus is None:
+                self._quota.pop(owner, None)
+            else:
+                self._quota[owner] = int(gpus)
 
     def _show(self, entity: str, *filters: str, fields: str) -> list[dict[str, str]]:
         return self.cli.records(
@@ -358,6 +376,16 @@ class SlurmEngine(FleetEngine):
                 raise ShapeNotPlaceable(str(exc), field="gpus") from None
             if spec.tier is Tier.RESERVED and spec.end_at is None:
                 raise InvalidRequest("a reserved lease needs the end of its period", field="end")
+            if spec.owner in self._quota and spec.tier.external:
+                self._refresh(force=True)
+                held = sum(
+                    job.spec.gpus
+                    for job in self._jobs.values()
+                    if job.spec.owner == spec.owner
+                    and job.spec.tier.external
+                    and job.state is not WorkloadState.ENDED
+                )
+                check_quota(spec, self._quota[spec.owner], held)
             if spec.tier is Tier.INTERNAL:
                 account, qos = self.config.internal_account, None
             else:
@@ -397,7 +425,16 @@ class SlurmEngine(FleetEngine):
             submitted = self._clock()
             try:
                 out = self.cli.run(*args, input=script)
-            except Exception:
+            except SlurmRefused as exc:
+                if spec.tier is Tier.RESERVED:
+                    self._unreserve(spec.id)
+                if "accounting/QOS policy" in exc.message:
+                    raise QuotaExceeded(
+                        f"Slurm refused the job past {spec.owner}'s limits: {exc.message}",
+                        field="gpus",
+                    ) from None
+                raise
+            except BaseException:
                 if spec.tier is Tier.RESERVED:
                     self._unreserve(spec.id)
                 raise
@@ -492,7 +529,14 @@ class SlurmEngine(FleetEngine):
         now = time.monotonic()
         if not force and now - self._read_at < REFRESH_SECONDS:
             return
-        document = self.cli.json("squeue", "--all")
+        if self._down is not None and now - self._down[0] < RETRY_SECONDS:
+            raise self._down[1]  # answer at once rather than wait out Slurm's own timeouts again
+        try:
+            document = self.cli.json("squeue", "--all")
+        except EngineUnavailable as exc:
+            self._down = (time.monotonic(), exc)
+            raise
+        self._down = None
         self._read_at = now
         seen: set[int] = set()
         for record in document.get("jobs", []):
@@ -674,7 +718,8 @@ class SlurmEngine(FleetEngine):
             for record in scontrol_records(self.cli.run("scontrol", "-o", "show", "reservation"))
             for node in expand_hostlist(record.get("Nodes", ""))
         }
-        free = [n.name for n in pool.nodes if n.gpus == size and n.name not in busy | reserved]
+        usable = self._usable_nodes() - busy - reserved
+        free = [n.name for n in pool.nodes if n.gpus == size and n.name in usable]
         if len(free) < count:
             raise InsufficientCapacity(
                 f"{count} whole {pool.accelerator} nodes cannot be set aside in {pool.key} now",
@@ -695,6 +740,16 @@ class SlurmEngine(FleetEngine):
             ) from None
         limit = _minutes(spec.end_at - start)
         return [f"--reservation={spec.id}", f"--begin=now+{begin}", f"--time={limit}"]
+
+    def _usable_nodes(self) -> set[str]:
+        """Nodes Slurm would start work on now: not down, drained, failing or unreachable."""
+        out = self.cli.run("scontrol", "-o", "show", "node")
+        usable = set()
+        for record in scontrol_records(out):
+            flags = set(record.get("State", "").replace("*", "+NOT_RESPONDING").split("+"))
+            if not flags & _UNUSABLE:
+                usable.add(record.get("NodeName", ""))
+        return usable
 
     def _unreserve(self, name: str) -> None:
         with contextlib.suppress(Conflict):  # gone already (its period ended)
@@ -721,6 +776,7 @@ class SlurmEngine(FleetEngine):
                     lost = (now - (job.started_at or now)) * len(gpus)
                     spot.setdefault(node, []).append(Holding(job.spec.id, len(gpus), lost))
         size = max(n.gpus for n in pool.nodes)
+        usable = self._usable_nodes()
         for earlier in [*waiting, spec]:
             states = [
                 NodeState(
@@ -730,6 +786,7 @@ class SlurmEngine(FleetEngine):
                     tuple(spot.get(n.name, ())),
                 )
                 for n in pool.nodes
+                if n.name in usable
             ]
             placement = place(
                 earlier.gpus, states, may_preempt=earlier.tier is Tier.ON_DEMAND, node_size=size
