@@ -35,7 +35,7 @@ class Harness:
     engine: FleetEngine
     owner_job: Callable[[int, float], str]
     """Submit the owner's own job (GPUs, seconds it runs) as its teams would; its workload id."""
-    sleep: Callable[[float], None]
+    sleep: Callable[[float], object]
     """Let time pass: the sim's clock moves, a real cluster's wall clock is waited for."""
     log: list[EngineEvent] = field(default_factory=list)
     step: float = 1.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from backfill.domain.tiers import Tier
-from backfill.engines.base import EventKind, Outcome, WorkloadSpec, WorkloadState
+from backfill.engines.base import AccountRecord, EventKind, Outcome, WorkloadSpec, WorkloadState
 from backfill.errors import (
     Conflict,
     InsufficientCapacity,
@@ -201,3 +201,27 @@ def test_quota_holds_a_tenant_to_its_gpus(harness: Harness) -> None:
     fourth = h.lease("lse_q6", SPOT, 8)  # no limit any more
     h.until("the fourth lease running", lambda: h.has(fourth, STARTED), 30)
     assert usage(h) == {SPOT: 14, OD: 2}
+
+
+def test_accounting_matches_the_events(harness: Harness) -> None:
+    h = harness
+    since = h.engine.now() - 1
+    lease = h.lease("lse_acct", SPOT, 2)
+    owner = h.owner_job(8, 3)
+    h.until("both started", lambda: h.has(lease, STARTED) and h.has(owner, STARTED), 30)
+    h.sleep(2)
+    h.engine.stop(lease)
+    h.until("both ended", lambda: h.has(lease, ENDED) and h.has(owner, ENDED), 30)
+
+    def records() -> dict[str, AccountRecord]:
+        found = h.engine.accounting(since, h.engine.now() + 1)
+        return {r.workload: r for r in found if r.workload in (lease, owner)}
+
+    h.until("the engine's accounting has both", lambda: len(records()) == 2, 30)
+    books = records()
+    for workload, tier, gpus in ((lease, SPOT, 2), (owner, INT, 8)):
+        record = books[workload]
+        assert record.tier is tier and record.gpus == gpus
+        assert record.started_at == h.one(workload, STARTED).at
+        assert record.ended_at == h.one(workload, ENDED).at
+    assert books[lease].owner.endswith("contract")

@@ -104,6 +104,28 @@ class UsageRead(BaseModel):
     cost: Decimal
 
 
+class DifferenceRead(BaseModel):
+    lease_id: str
+    tenant_id: str | None
+    metered_gpu_seconds: int
+    engine_gpu_seconds: int
+    gpu_seconds: int = Field(description="metered minus accounted")
+    reason: str
+    engine_id: str | None = Field(description="the engine's id of the job (Slurm job id)")
+    engine_state: str | None
+
+
+class ReconciliationRead(BaseModel):
+    object: Literal["reconciliation"] = "reconciliation"
+    since: datetime
+    until: datetime
+    engine: str
+    leases: int
+    metered_gpu_seconds: int
+    engine_gpu_seconds: int
+    differences: list[DifferenceRead]
+
+
 class WebhookSet(Strict):
     url: str = Field(min_length=1, max_length=2048)
 

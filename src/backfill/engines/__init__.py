@@ -1,6 +1,7 @@
 """Fleet engines: the muscle that runs workloads and enforces the tiers, behind one port."""
 
 from backfill.engines.base import (
+    AccountRecord,
     EngineEvent,
     EventKind,
     FleetEngine,
@@ -12,6 +13,7 @@ from backfill.engines.base import (
 )
 
 __all__ = [
+    "AccountRecord",
     "EngineEvent",
     "EventKind",
     "FleetEngine",

@@ -111,6 +111,31 @@ class EngineEvent:
     Start: how long it waited, read from the event itself."""
 
 
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    """One workload as the engine's own accounting records it (Slurm: ``sacct``)."""
+
+    workload: str
+    tier: Tier
+    owner: str
+    gpus: int
+    started_at: float | None
+    ended_at: float | None
+    """None: still running (or not started)."""
+    state: str
+    """The engine's own word for it (Slurm's job state: COMPLETED, PREEMPTED, NODE_FAIL...)."""
+    engine_id: str
+    """The engine's id of it (a Slurm job id)."""
+
+    def gpu_seconds(self, since: float, until: float) -> int:
+        """GPU-seconds it held within ``[since, until)`` (whole seconds)."""
+        if self.started_at is None:
+            return 0
+        start = max(self.started_at, since)
+        end = min(self.ended_at if self.ended_at is not None else until, until)
+        return self.gpus * max(0, int(end - start))
+
+
 @dataclass(frozen=True, kw_only=True)
 class PoolUsage(PoolLoad):
     """A pool's load as an engine reports it."""
@@ -183,6 +208,11 @@ class FleetEngine(ABC):
     @abstractmethod
     def workloads(self, *, tier: Tier | None = None, active: bool = True) -> list[WorkloadView]:
         """Workloads (only those not ended when ``active``), optionally of one tier."""
+
+    @abstractmethod
+    def accounting(self, since: float, until: float) -> list[AccountRecord]:
+        """Every workload that held GPUs within ``[since, until)``, as the engine's own
+        accounting records it: what metered usage is reconciled against."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the engine holds (connections, threads). Idempotent."""

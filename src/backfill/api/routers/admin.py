@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
 from backfill.api.auth import context, operator
@@ -11,12 +12,14 @@ from backfill.api.schemas import (
     AdvanceRequest,
     ClockRead,
     Dashboard,
+    DifferenceRead,
     FleetRead,
     FleetSummary,
     InternalJobCreate,
     InternalJobRead,
     KeyCreated,
     KeyRead,
+    ReconciliationRead,
     TenantCreate,
     TenantCreated,
     TenantRead,
@@ -25,7 +28,9 @@ from backfill.api.schemas import (
 )
 from backfill.engines.base import WorkloadView
 from backfill.engines.sim import ManualClock
+from backfill.errors import InvalidRequest
 from backfill.services import fleet as fleet_service
+from backfill.services import reconcile as reconcile_service
 from backfill.services import tenants as tenant_service
 from backfill.services import usage as usage_service
 from backfill.services.context import Context, to_datetime
@@ -75,6 +80,41 @@ def show_dashboard(ctx: Context = Depends(context)) -> Dashboard:
 @router.get("/usage", response_model=UsageRead)
 def all_usage(ctx: Context = Depends(context)) -> UsageRead:
     return usage_read(usage_service.segments(ctx, tenant_id=None))
+
+
+@router.get("/reconciliation", response_model=ReconciliationRead)
+def reconciliation(
+    since: AwareDatetime = Query(description="start of the window (with its time zone)"),
+    until: AwareDatetime | None = Query(None, description="end of the window (default: now)"),
+    ctx: Context = Depends(context),
+) -> ReconciliationRead:
+    """Metered GPU-seconds per lease against the engine's own accounting (Slurm: sacct); every
+    difference is listed, none is fixed."""
+    end = until if until is not None else ctx.engine_now()
+    if end <= since:
+        raise InvalidRequest("until must be after since", field="until")
+    report = reconcile_service.reconcile(ctx, since=since, until=end)
+    return ReconciliationRead(
+        since=report.since,
+        until=report.until,
+        engine=report.engine,
+        leases=report.leases,
+        metered_gpu_seconds=report.metered_gpu_seconds,
+        engine_gpu_seconds=report.engine_gpu_seconds,
+        differences=[
+            DifferenceRead(
+                lease_id=d.lease_id,
+                tenant_id=d.tenant_id,
+                metered_gpu_seconds=d.metered_gpu_seconds,
+                engine_gpu_seconds=d.engine_gpu_seconds,
+                gpu_seconds=d.gpu_seconds,
+                reason=d.reason,
+                engine_id=d.engine_id,
+                engine_state=d.engine_state,
+            )
+            for d in report.differences
+        ],
+    )
 
 
 @router.post("/tenants", response_model=TenantCreated, status_code=status.HTTP_201_CREATED)

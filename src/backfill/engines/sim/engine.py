@@ -33,6 +33,7 @@ from backfill.domain.placement import (
 from backfill.domain.surplus import NodeHold
 from backfill.domain.tiers import Tier, may_preempt
 from backfill.engines.base import (
+    AccountRecord,
     EngineEvent,
     EventKind,
     FleetEngine,
@@ -293,6 +294,26 @@ class SimEngine(FleetEngine):
             ids = sorted(self._active) if active else list(self._workloads)
             works = (self._workloads[wid] for wid in ids)
             return [w.view() for w in works if tier is None or w.spec.tier is tier]
+
+    def accounting(self, since: float, until: float) -> list[AccountRecord]:
+        with self._lock:
+            self._advance()
+            return [
+                AccountRecord(
+                    workload=w.spec.id,
+                    tier=w.spec.tier,
+                    owner=w.spec.owner,
+                    gpus=w.spec.gpus,
+                    started_at=w.started_at,
+                    ended_at=w.ended_at,
+                    state=(w.outcome or w.state).value.upper(),
+                    engine_id=w.spec.id,
+                )
+                for w in self._workloads.values()
+                if w.started_at is not None
+                and w.started_at < until
+                and (w.ended_at is None or w.ended_at > since)
+            ]
 
     # -- beyond the port: what a replay's surplus policy reads ----------------------------------
 

@@ -57,6 +57,8 @@ class SlurmCLI:
         env.update(self.env)
         if self.conf is not None:
             env["SLURM_CONF"] = str(self.conf)
+        env["TZ"] = "UTC"  # the times the clients print and read are UTC
+        env.pop("SLURM_TIME_FORMAT", None)
         # Slurm's clients read these from the environment; a caller's would change what runs.
         for name in ("SLURM_JOB_ID", "SBATCH_ACCOUNT", "SBATCH_QOS", "SBATCH_PARTITION"):
             env.pop(name, None)

@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from backfill.domain.placement import (
 )
 from backfill.domain.tiers import Tier
 from backfill.engines.base import (
+    AccountRecord,
     EngineEvent,
     EventKind,
     FleetEngine,
@@ -521,6 +523,43 @@ class SlurmEngine(FleetEngine):
                 and not (active and job.state is WorkloadState.ENDED)
             ]
 
+    def accounting(self, since: float, until: float) -> list[AccountRecord]:
+        """``sacct``: every job with GPUs that ran within the window, Backfill's and the owner's."""
+        window = ("-S", _utc(since), "-E", _utc(until))
+        document = self.cli.json("sacct", "-X", "--allusers", *window)
+        records = []
+        for job in document.get("jobs", []):
+            gpus = sum(
+                int(t.get("count") or 0)
+                for t in job.get("tres", {}).get("allocated", [])
+                if t.get("type") == "gres" and t.get("name") == "gpu"
+            )
+            times = job.get("time", {})
+            start, end = _epoch(times.get("start")), _epoch(times.get("end"))
+            if gpus <= 0 or start is None or start >= until or (end is not None and end <= since):
+                continue
+            qos, name = str(job.get("qos") or ""), str(job.get("name") or "")
+            ours = qos in self._ours
+            tier = Tier.INTERNAL
+            if ours:
+                tier = {RESERVED_QOS: Tier.RESERVED, ON_DEMAND_QOS: Tier.ON_DEMAND}.get(
+                    qos, Tier.SPOT
+                )
+            state = str(job.get("state", {}).get("current", ""))
+            records.append(
+                AccountRecord(
+                    workload=name if ours else f"slurm-{job['job_id']}",
+                    tier=tier,
+                    owner=str(job.get("account") or ""),
+                    gpus=gpus,
+                    started_at=start,
+                    ended_at=end if state not in _RUNNING else None,
+                    state=state,
+                    engine_id=str(job["job_id"]),
+                )
+            )
+        return records
+
     # -- reading the cluster ------------------------------------------------------------------
 
     def _refresh(self, *, force: bool = False, emit: bool = True) -> None:
@@ -851,6 +890,11 @@ def _script(spec: WorkloadSpec) -> str:
         seconds = max(1, math.ceil(spec.duration))
         return HOLDER.format(until=f" or for {seconds} s", seconds=seconds)
     return HOLDER.format(until="", seconds="infinity")
+
+
+def _utc(at: float) -> str:
+    """An instant as sacct reads it (local time: the engine runs Slurm's clients with TZ=UTC)."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _minutes(seconds: float) -> int:
