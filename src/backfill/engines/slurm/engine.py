@@ -207,6 +207,10 @@ class SlurmEngine(FleetEngine):
         setup: bool = True,
     ) -> None:
         self.config = config or SlurmConfig()
+        if self.config.conf is not None and not self.config.conf.is_file():
+            raise InvalidRequest(
+                f"no Slurm configuration at {self.config.conf}", field="slurm_conf"
+            )
         self.cli = cli or SlurmCLI(conf=self.config.conf)
         self._clock = clock
         self._lock = threading.RLock()
