@@ -136,6 +136,7 @@ AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
 AccountingStorageTRES=gres/gpu,gres/gpu:h100
 AccountingStorageEnforce=associations,limits,qos,safe
+AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 
 NodeName=$names NodeHostname=localhost Port=$ports CPUs=32 RealMemory=256000 Gres=gpu:h100:8 State=UNKNOWN

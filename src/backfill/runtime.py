@@ -102,6 +102,7 @@ class Runtime:
             price_interval=settings.price_interval,
         )
         self.new_operator_key = tenants.ensure_operator_key(self.ctx, secret=settings.operator_key)
+        tenants.apply_quotas(self.ctx)
         self.restored = recovery.restore(self.ctx)
         sync(self.ctx)
         self._stop = threading.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from backfill.engines.slurm.engine import account_for
 from backfill.runtime import Runtime, Settings
 from backfill.server import BackgroundServer
 from tests.conftest import OPERATOR_KEY, Platform, WebhookReceiver
@@ -41,10 +43,10 @@ def _at(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-@pytest.fixture
-def slurm_platform(slurm_cluster: None, tmp_path: Path) -> Iterator[Platform]:
-    slurm_clear()
-    fleet = tmp_path / "prices.yaml"  # with Slurm, a fleet file gives prices and notices only
+@contextmanager
+def control_plane(data: Path) -> Iterator[Platform]:
+    """The control plane on the test cluster, its store in ``data`` (kept across restarts)."""
+    fleet = data / "prices.yaml"  # with Slurm, a fleet file gives prices and notices only
     fleet.write_text(
         f"name: prices\nnotice_seconds: {NOTICE}\nregions:\n  - name: backfill\n    pools:\n"
         f"      - accelerator: H100\n        nodes: 1\n        gpus_per_node: 8\n"
@@ -52,14 +54,14 @@ def slurm_platform(slurm_cluster: None, tmp_path: Path) -> Iterator[Platform]:
         f" spot_floor: '{PRICES['spot_floor']}'}}\n"
     )
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'backfill.db'}",
+        database_url=f"sqlite:///{data / 'backfill.db'}",
         engine="slurm",
         slurm_conf=str(SLURM_CONF),
         fleet_file=str(fleet),
         operator_key=OPERATOR_KEY,
         tick_seconds=0.25,
         price_interval=3600.0,
-        data_dir=tmp_path,
+        data_dir=data,
     )
     runtime = Runtime(settings)
     runtime.start()
@@ -76,6 +78,15 @@ def slurm_platform(slurm_cluster: None, tmp_path: Path) -> Iterator[Platform]:
             client.close()
         server.stop()
         runtime.close()
+
+
+@pytest.fixture
+def slurm_platform(slurm_cluster: None, tmp_path: Path) -> Iterator[Platform]:
+    slurm_clear()
+    try:
+        with control_plane(tmp_path) as platform:
+            yield platform
+    finally:
         slurm_clear()
 
 
@@ -265,22 +276,85 @@ def test_a_lost_node_fails_its_lease_and_is_avoided(slurm_platform: Platform) ->
         assert slurm_up() is None
 
 
-def test_slurm_itself_holds_a_tenant_account_to_its_quota(slurm_platform: Platform) -> None:
-    engine = slurm_platform.runtime.engine
-    engine.set_quota("tnt_quota", 8)
+def test_a_tenants_quota_is_its_slurm_accounts_grptres(slurm_platform: Platform) -> None:
+    platform = slurm_platform
+    tenant = platform.tenant("acme")
+    (acme,) = platform.operator.get("/v1/admin/tenants").json()
+    quota = platform.operator.put(f"/v1/admin/tenants/{acme['id']}/quota", json={"gpus": 8})
+    assert quota.status_code == 200, quota.text
+    account = account_for(acme["id"])
     env = slurm_env()
+    shown = subprocess.run(
+        ["sacctmgr", "-n", "-P", "show", "assoc", f"account={account}", "format=grptres"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "gres/gpu=8" in shown
+    body = {"tier": "on_demand", "gpus": 6, "region": "backfill", "accelerator": "H100"}
+    assert tenant.post("/v1/leases", json=body).status_code == 201
+    refused = tenant.post("/v1/leases", json={**body, "gpus": 4})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "quota_exceeded"
+    # A job sent straight to Slurm under the tenant's account, past the quota: Slurm refuses it.
+    direct = subprocess.run(
+        ["sbatch", "--parsable", f"--account={account}", "--qos=bf_on_demand",
+         "--nodes=2", "--gres=gpu:h100:8", "--output=/dev/null", "--wrap=sleep 5"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert direct.returncode != 0 and "policy" in direct.stderr
+    lifted = platform.operator.put(f"/v1/admin/tenants/{acme['id']}/quota", json={"gpus": None})
+    assert lifted.status_code == 200
+    shown = subprocess.run(
+        ["sacctmgr", "-n", "-P", "show", "assoc", f"account={account}", "format=grptres"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "gres/gpu" not in shown
+    assert tenant.post("/v1/leases", json={**body, "gpus": 4}).status_code == 201
+
+
+def test_backfill_restarts_and_finds_what_slurm_did_while_it_was_away(
+    slurm_cluster: None, tmp_path: Path
+) -> None:
+    slurm_clear()
+    body = {"tier": "spot", "gpus": 8, "region": "backfill", "accelerator": "H100"}
     try:
-        shown = subprocess.run(
-            ["sacctmgr", "-n", "-P", "show", "assoc", "account=bf_tnt_quota", "format=grptres"],
-            env=env, capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        assert "gres/gpu=8" in shown
-        # A job sent straight to Slurm under the tenant's account, past the quota: refused.
-        direct = subprocess.run(
-            ["sbatch", "--parsable", "--account=bf_tnt_quota", "--qos=bf_on_demand",
-             "--nodes=2", "--gres=gpu:h100:8", "--output=/dev/null", "--wrap=sleep 5"],
-            env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        assert direct.returncode != 0 and "policy" in direct.stderr
+        with control_plane(tmp_path) as platform:
+            tenant = platform.tenant("acme")
+            key = tenant.headers["Authorization"]
+            kept, gone = (tenant.post("/v1/leases", json=body).json() for _ in range(2))
+            for lease in (kept, gone):
+                wait_for(
+                    "a lease running",
+                    lambda lease=lease: tenant.get(f"/v1/leases/{lease['id']}").json(),
+                    lambda v: v["state"] == "running",
+                    30,
+                )
+            before = tenant.get(f"/v1/leases/{kept['id']}").json()
+        # Backfill is down; the cluster's admin cancels one lease's job meanwhile.
+        job = (
+            sacct(gone["id"])["job"]
+            or wait_for("sacct", lambda: sacct(gone["id"]), lambda r: r["job"], 30)["job"]
+        )
+        subprocess.run(["scancel", str(job)], env=slurm_env(), check=True)
+        with control_plane(tmp_path) as platform:
+            assert platform.runtime.restored["kept"] == 2
+            assert platform.runtime.restored["resubmitted"] == 0
+            tenant = platform.client(key.removeprefix("Bearer "))
+            now = tenant.get(f"/v1/leases/{kept['id']}").json()
+            assert now["state"] == "running" and now["started_at"] == before["started_at"]
+            ended = wait_for(
+                "the cancelled lease ended",
+                lambda: tenant.get(f"/v1/leases/{gone['id']}").json(),
+                lambda v: v["state"] == "stopped",
+                30,
+            )
+            record = wait_for(
+                "sacct's end", lambda: sacct(gone["id"]), lambda r: r["end"].isdigit(), 30
+            )
+            assert _at(ended["ended_at"]).timestamp() == int(record["end"])
+            # Nothing was submitted twice: one job per lease in Slurm's queue and books.
+            names = subprocess.run(
+                ["squeue", "-h", "-t", "R", "-o", "%j"], env=slurm_env(),
+                capture_output=True, text=True, check=True,
+            ).stdout.split()  # fmt: skip
+            assert names.count(kept["id"]) == 1 and gone["id"] not in names
     finally:
-        engine.set_quota("tnt_quota", None)
+        slurm_clear()

@@ -89,6 +89,8 @@ def test_failures_become_clear_backfill_errors() -> None:
         cli.run("sleep", "5", timeout=0.2)
     with pytest.raises(EngineUnavailable, match="did not print JSON"):
         cli.json("echo", "not json")
+    empty = '{"errors": [{"description": "Nothing found"}], "jobs": []}'
+    assert cli.json("sh", "-c", f"echo '{empty}'")["jobs"] == []  # sacct's empty answer
     with pytest.raises(EngineUnavailable, match="Failed while looking for jobs"):
         cli.json(
             "sh", "-c",

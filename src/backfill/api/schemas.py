@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from backfill.services.fleet import PoolView
 
@@ -143,6 +143,15 @@ class TenantRead(BaseModel):
     id: str
     name: str
     created_at: datetime
+    gpu_quota: int | None = Field(None, description="most GPUs its leases may hold at once")
+
+
+class QuotaSet(Strict):
+    gpus: StrictInt | None = Field(
+        ge=0,
+        le=1_000_000,
+        description="most GPUs the tenant's leases may hold at once; null: no limit",
+    )
 
 
 class KeyRead(BaseModel):

@@ -86,6 +86,35 @@ def get(ctx: Context, *, tenant_id: str) -> Tenant:
         return tenant
 
 
+MAX_GPU_QUOTA = 1_000_000
+
+
+def set_quota(ctx: Context, *, tenant_id: str, gpus: int | None) -> Tenant:
+    """Hold the tenant's leases to ``gpus`` GPUs at once (None: no limit), in the engine and the
+    store. Leases already over it keep running; new ones are refused."""
+    if gpus is not None and not 0 <= gpus <= MAX_GPU_QUOTA:
+        raise InvalidRequest(f"gpus must be 0..{MAX_GPU_QUOTA} or null", field="gpus")
+    with ctx.lock, ctx.unit_of_work() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        ctx.engine.set_quota(tenant.id, gpus)  # first: a refusal there changes nothing here
+        tenant.gpu_quota = gpus
+        session.commit()
+        return tenant
+
+
+def apply_quotas(ctx: Context) -> int:
+    """Give the engine every stored quota (at start-up); returns how many."""
+    with ctx.unit_of_work() as session:
+        quotas = session.execute(
+            select(Tenant.id, Tenant.gpu_quota).where(Tenant.gpu_quota.is_not(None))
+        ).all()
+    for tenant_id, gpus in quotas:
+        ctx.engine.set_quota(tenant_id, gpus)
+    return len(quotas)
+
+
 def create_key(ctx: Context, *, tenant_id: str) -> IssuedKey:
     with ctx.unit_of_work() as session:
         if session.get(Tenant, tenant_id) is None:

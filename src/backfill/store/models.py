@@ -24,6 +24,9 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_secret: Mapped[str | None] = mapped_column(String(128))
+    gpu_quota: Mapped[int | None] = mapped_column(Integer)
+    """The most GPUs its leases may hold at once (every tier, running or waiting); None: no
+    limit. The engine enforces it (Slurm: the account's GrpTRES)."""
 
 
 class ApiKey(Base):

@@ -19,6 +19,7 @@ from backfill.api.schemas import (
     InternalJobRead,
     KeyCreated,
     KeyRead,
+    QuotaSet,
     ReconciliationRead,
     TenantCreate,
     TenantCreated,
@@ -34,6 +35,7 @@ from backfill.services import reconcile as reconcile_service
 from backfill.services import tenants as tenant_service
 from backfill.services import usage as usage_service
 from backfill.services.context import Context, to_datetime
+from backfill.store.models import Tenant
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"], dependencies=[Depends(operator)])
 
@@ -120,18 +122,24 @@ def reconciliation(
 @router.post("/tenants", response_model=TenantCreated, status_code=status.HTTP_201_CREATED)
 def create_tenant(body: TenantCreate, ctx: Context = Depends(context)) -> TenantCreated:
     tenant, key = tenant_service.create(ctx, name=body.name)
-    return TenantCreated(
-        tenant=TenantRead(id=tenant.id, name=tenant.name, created_at=tenant.created_at),
-        api_key=key.secret,
-    )
+    return TenantCreated(tenant=tenant_read(tenant), api_key=key.secret)
 
 
 @router.get("/tenants", response_model=list[TenantRead])
 def list_tenants(ctx: Context = Depends(context)) -> list[TenantRead]:
-    return [
-        TenantRead(id=t.id, name=t.name, created_at=t.created_at)
-        for t in tenant_service.get_all(ctx)
-    ]
+    return [tenant_read(t) for t in tenant_service.get_all(ctx)]
+
+
+@router.put("/tenants/{tenant_id}/quota", response_model=TenantRead)
+def set_quota(tenant_id: str, body: QuotaSet, ctx: Context = Depends(context)) -> TenantRead:
+    """The most GPUs the tenant's leases may hold at once (null: no limit)."""
+    return tenant_read(tenant_service.set_quota(ctx, tenant_id=tenant_id, gpus=body.gpus))
+
+
+def tenant_read(tenant: Tenant) -> TenantRead:
+    return TenantRead(
+        id=tenant.id, name=tenant.name, created_at=tenant.created_at, gpu_quota=tenant.gpu_quota
+    )
 
 
 @router.post(

@@ -93,7 +93,7 @@ class SlurmCLI:
             document = json.loads(out)
         except json.JSONDecodeError as exc:
             raise EngineUnavailable(f"`{_shown(args)} --json` did not print JSON: {exc}") from None
-        errors = [e for e in document.get("errors", []) if e]
+        errors = [e for e in document.get("errors", []) if e and not _nothing_found(e)]
         if errors:  # a read that Slurm could not answer (its controller or database is away)
             said = "; ".join(str(e.get("description") or e) for e in errors)
             raise EngineUnavailable(f"Slurm cannot answer `{_shown(args)}`: {said}")
@@ -107,6 +107,11 @@ class SlurmCLI:
         return [
             dict(zip(names, line.split("|"), strict=False)) for line in out.splitlines() if line
         ]
+
+
+def _nothing_found(error: Any) -> bool:
+    """sacct reports an empty answer as an error ("Nothing found"); it is just empty."""
+    return isinstance(error, dict) and error.get("description") == "Nothing found"
 
 
 def _shown(args: Sequence[str]) -> str:

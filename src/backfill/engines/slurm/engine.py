@@ -97,6 +97,9 @@ DEFAULT_PRICES = Prices(
 DENY = "Flags=DenyOnLimit"
 """A job over its account's limits is refused at ``sbatch`` (a clear error), not left pending."""
 REFRESH_SECONDS = 0.5
+ACCOUNTING_LOOKBACK = 90 * 86400.0
+"""How far back ``sacct`` is searched for a lease's job that left the queue while Backfill was
+away."""
 RETRY_SECONDS = 5.0
 """After Slurm failed to answer, reads fail at once for this long (a client's own timeout with an
 unreachable controller is ~9 s: the API should not hang that long on every request)."""
@@ -230,7 +233,7 @@ class SlurmEngine(FleetEngine):
         self._ours = self._spot_qos | {ON_DEMAND_QOS, RESERVED_QOS}
         if setup:
             self.setup()
-        self._refresh(force=True, emit=False)
+        self._refresh(force=True)  # what happened while Backfill was away arrives as events
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -420,7 +423,7 @@ class SlurmEngine(FleetEngine):
                 f"--gres=gpu:{pool.accelerator.lower()}:{per_node}",
                 "--no-requeue",
                 f"--output={self._output(spec)}",
-                f"--comment=backfill {spec.tier.value}",
+                f"--comment=backfill {spec.tier.value} {spec.owner}",  # read back after a restart
             ]
             if qos is not None:
                 args.append(f"--qos={qos}")
@@ -566,7 +569,7 @@ class SlurmEngine(FleetEngine):
 
     # -- reading the cluster ------------------------------------------------------------------
 
-    def _refresh(self, *, force: bool = False, emit: bool = True) -> None:
+    def _refresh(self, *, force: bool = False) -> None:
         """Read the queue (at most every ``REFRESH_SECONDS`` unless forced) and turn what changed
         into events; cancel noticed jobs whose notice has run out."""
         now = time.monotonic()
@@ -585,17 +588,17 @@ class SlurmEngine(FleetEngine):
         for record in document.get("jobs", []):
             job_id = int(record["job_id"])
             seen.add(job_id)
-            self._observe(record, emit=emit)
+            self._observe(record)
         lost = [
             job
             for job in self._jobs.values()
             if job.job_id not in seen and job.state is not WorkloadState.ENDED
         ]
         if lost:
-            self._read_accounting(lost, emit=emit)
+            self._read_accounting(lost)
         self._enforce_notices()
 
-    def _observe(self, record: Mapping[str, Any], *, emit: bool) -> None:
+    def _observe(self, record: Mapping[str, Any]) -> None:
         job_id = int(record["job_id"])
         workload_id = self._by_job_id.get(job_id)
         if workload_id is None:
@@ -625,21 +628,19 @@ class SlurmEngine(FleetEngine):
             job.started_at = start
             job.allocation = job_allocation(record)
             job.state = WorkloadState.RUNNING
-            self._emit(job, EventKind.STARTED, start, emit=emit)
+            self._emit(job, EventKind.STARTED, start)
         if preempted is not None and job.notice_at is None and job.started_at is not None:
             job.state = WorkloadState.NOTICED
             job.notice_at = preempted
             job.stop_at = end if end is not None else preempted + self._notice_of(job)
             job.reason = "the owner's work needs the GPUs"
-            self._emit(job, EventKind.NOTICED, preempted, emit=emit)
+            self._emit(job, EventKind.NOTICED, preempted)
         if state == "COMPLETING" or state in _ENDED_OUTCOME:
-            self._end(job, state, end, _exit_code(record.get("exit_code")), emit=emit)
+            self._end(job, state, end, _exit_code(record.get("exit_code")))
         elif state in _WAITING and job.spec.tier is Tier.INTERNAL:
             job.state = WorkloadState.QUEUED
 
-    def _end(
-        self, job: _Job, state: str, end: float | None, exit_code: int | None, *, emit: bool
-    ) -> None:
+    def _end(self, job: _Job, state: str, end: float | None, exit_code: int | None) -> None:
         outcome = _ENDED_OUTCOME.get(state, Outcome.FAILED)
         if job.expired or (state == "TIMEOUT" and job.spec.end_at is not None):
             outcome = Outcome.COMPLETED  # a reserved period ran out
@@ -658,9 +659,9 @@ class SlurmEngine(FleetEngine):
             job.ended_at = job.started_at
         job.outcome = outcome
         job.exit_code = exit_code
-        self._emit(job, EventKind.ENDED, job.ended_at, emit=emit)
+        self._emit(job, EventKind.ENDED, job.ended_at)
 
-    def _read_accounting(self, jobs: list[_Job], *, emit: bool) -> None:
+    def _read_accounting(self, jobs: list[_Job]) -> None:
         """Jobs that left the queue unseen: their end as ``sacct`` recorded it."""
         ids = ",".join(str(job.job_id) for job in jobs)
         document = self.cli.json("sacct", "-X", "-j", ids)
@@ -674,10 +675,41 @@ class SlurmEngine(FleetEngine):
             start = _epoch(times.get("start"))
             if job.started_at is None and start is not None:
                 job.started_at = start
-                self._emit(job, EventKind.STARTED, start, emit=emit)
+                self._emit(job, EventKind.STARTED, start)
             if state in _ENDED_OUTCOME:
                 code = record.get("exit_code", {}).get("return_code")
-                self._end(job, state, _epoch(times.get("end")), code, emit=emit)
+                self._end(job, state, _epoch(times.get("end")), code)
+
+    def _find_in_accounting(self, name: str) -> _Job | None:
+        """A lease's job that left the queue while Backfill was away (longer than Slurm's
+        ``MinJobAge``): adopted from ``sacct``, with its start and end as events."""
+        since = _utc(self._clock() - ACCOUNTING_LOOKBACK)
+        document = self.cli.json("sacct", "-X", f"--name={name}", "-S", since)
+        found = [r for r in document.get("jobs", []) if str(r.get("qos") or "") in self._ours]
+        if not found:
+            return None
+        record = max(found, key=lambda r: int(r["job_id"]))
+        gpus = sum(
+            int(t.get("count") or 0)
+            for t in record.get("tres", {}).get("allocated", [])
+            or record.get("tres", {}).get("requested", [])
+            if t.get("type") == "gres" and t.get("name") == "gpu"
+        )
+        pool = self._pool_for({"nodes": record.get("nodes") or ""}, "")
+        if pool is None or gpus <= 0:
+            return None
+        qos = str(record.get("qos"))
+        tier = {RESERVED_QOS: Tier.RESERVED, ON_DEMAND_QOS: Tier.ON_DEMAND}.get(qos, Tier.SPOT)
+        spec = WorkloadSpec(id=name, tier=tier, pool=pool.key, gpus=gpus, owner=_owner_of(record))
+        times = record.get("time", {})
+        job = _Job(
+            spec, int(record["job_id"]), WorkloadState.PENDING,
+            submitted_at=_epoch(times.get("submission")) or self._clock(),
+        )  # fmt: skip
+        self._jobs[name] = job
+        self._by_job_id[int(record["job_id"])] = name
+        self._read_accounting([job])
+        return job
 
     def _enforce_notices(self) -> None:
         """End what must end now: noticed spot at its notice's end, reserved at its period's end
@@ -721,8 +753,9 @@ class SlurmEngine(FleetEngine):
             tier = Tier.SPOT if qos in self._spot_qos else Tier.ON_DEMAND
             if qos == RESERVED_QOS:
                 tier = Tier.RESERVED
-            owner = str(record.get("account") or "")
-            return WorkloadSpec(id=name, tier=tier, pool=pool.key, gpus=gpus, owner=owner)
+            return WorkloadSpec(
+                id=name, tier=tier, pool=pool.key, gpus=gpus, owner=_owner_of(record)
+            )
         return WorkloadSpec(
             id=f"slurm-{record['job_id']}",
             tier=Tier.INTERNAL,
@@ -854,9 +887,7 @@ class SlurmEngine(FleetEngine):
             return "/dev/null"
         return str(self.config.output_dir / f"{spec.id}.out")
 
-    def _emit(self, job: _Job, kind: EventKind, at: float, *, emit: bool = True) -> None:
-        if not emit:
-            return
+    def _emit(self, job: _Job, kind: EventKind, at: float) -> None:
         self._events.append(
             EngineEvent(
                 kind=kind,
@@ -882,6 +913,8 @@ class SlurmEngine(FleetEngine):
 
     def _get(self, workload_id: str) -> _Job:
         job = self._jobs.get(workload_id)
+        if job is None and not workload_id.startswith("slurm-"):
+            job = self._find_in_accounting(workload_id)
         if job is None:
             raise NotFound(f"no workload {workload_id!r}")
         return job
@@ -894,6 +927,18 @@ def _script(spec: WorkloadSpec) -> str:
         seconds = max(1, math.ceil(spec.duration))
         return HOLDER.format(until=f" or for {seconds} s", seconds=seconds)
     return HOLDER.format(until="", seconds="infinity")
+
+
+def _owner_of(record: Mapping[str, Any]) -> str:
+    """The tenant a lease's job belongs to: from the comment Backfill gave it (``backfill <tier>
+    <tenant>``), else its account."""
+    comment = record.get("comment")
+    if isinstance(comment, dict):  # sacct: {"job": ..., "administrator": ..., "system": ...}
+        comment = comment.get("job")
+    words = str(comment or "").split()
+    if len(words) == 3 and words[0] == "backfill":
+        return words[2]
+    return str(record.get("account") or "")
 
 
 def _utc(at: float) -> str:
