@@ -130,6 +130,9 @@ PriorityWeightAge=1
 PreemptType=preempt/qos
 PreemptMode=CANCEL
 SchedulerParameters=bf_interval=1,bf_resolution=1,sched_min_interval=100000
+# While a job completes (a preempted one letting go of its GPUs), schedule nothing: else the
+# owner's pending job, seeing the GPUs still busy, has Slurm preempt a second spot job needlessly.
+CompleteWait=5
 # Accounting: slurmdbd in MariaDB; GPU limits per account enforced.
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost

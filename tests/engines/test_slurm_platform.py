@@ -358,3 +358,62 @@ def test_backfill_restarts_and_finds_what_slurm_did_while_it_was_away(
             assert names.count(kept["id"]) == 1 and gone["id"] not in names
     finally:
         slurm_clear()
+
+
+@contextmanager
+def short_job_memory() -> Iterator[None]:
+    """Slurm forgets ended jobs after 2 s instead of 5 min (MinJobAge), for one test: the cluster
+    is shared by the tests, which run one at a time."""
+    conf = SLURM_CONF.read_text()
+    env = slurm_env()
+    SLURM_CONF.write_text(conf.replace("MinJobAge=300", "MinJobAge=2"))
+    subprocess.run(["scontrol", "reconfigure"], env=env, check=True)
+    try:
+        yield
+    finally:
+        SLURM_CONF.write_text(conf)
+        subprocess.run(["scontrol", "reconfigure"], env=env, check=True)
+
+
+def test_a_job_that_left_slurms_queue_while_backfill_was_away_is_read_from_sacct(
+    slurm_cluster: None, tmp_path: Path
+) -> None:
+    slurm_clear()
+    body = {"tier": "on_demand", "gpus": 2, "region": "backfill", "accelerator": "H100"}
+    try:
+        with short_job_memory():
+            with control_plane(tmp_path) as platform:
+                tenant = platform.tenant("acme")
+                key = tenant.headers["Authorization"].removeprefix("Bearer ")
+                lease = tenant.post("/v1/leases", json=body).json()
+                wait_for(
+                    "the lease running",
+                    lambda: tenant.get(f"/v1/leases/{lease['id']}").json(),
+                    lambda v: v["state"] == "running",
+                    30,
+                )
+            job = wait_for("sacct", lambda: sacct(lease["id"]), lambda r: r["job"], 30)["job"]
+            subprocess.run(["scancel", job], env=slurm_env(), check=True)
+            wait_for(
+                "Slurm forgetting the job",
+                lambda: subprocess.run(
+                    ["squeue", "-h", "-j", job, "-o", "%i"], env=slurm_env(),
+                    capture_output=True, text=True,
+                ).stdout.strip(),
+                lambda out: out == "",
+                150,
+            )  # fmt: skip
+            with control_plane(tmp_path) as platform:
+                assert platform.runtime.restored == {
+                    "kept": 1, "resubmitted": 0, "preempted": 0, "failed": 0
+                }  # fmt: skip
+                tenant = platform.client(key)
+                ended = tenant.get(f"/v1/leases/{lease['id']}").json()
+                record = sacct(lease["id"])
+                assert ended["state"] == "stopped"
+                assert _at(ended["ended_at"]).timestamp() == int(record["end"])
+                usage = tenant.get("/v1/usage", params={"lease_id": lease["id"]}).json()
+                seconds = int(record["end"]) - int(record["start"])
+                assert sum(s["seconds"] for s in usage["segments"]) == seconds
+    finally:
+        slurm_clear()

@@ -97,13 +97,13 @@ DEFAULT_PRICES = Prices(
 DENY = "Flags=DenyOnLimit"
 """A job over its account's limits is refused at ``sbatch`` (a clear error), not left pending."""
 REFRESH_SECONDS = 0.5
-ACCOUNTING_LOOKBACK = 90 * 86400.0
-"""How far back ``sacct`` is searched for a lease's job that left the queue while Backfill was
-away."""
+"""How stale a read of the queue may be before ``poll``/``usage`` read it again."""
 RETRY_SECONDS = 5.0
 """After Slurm failed to answer, reads fail at once for this long (a client's own timeout with an
 unreachable controller is ~9 s: the API should not hang that long on every request)."""
-"""How stale a read of the queue may be before ``poll``/``usage`` read it again."""
+ACCOUNTING_LOOKBACK = 90 * 86400.0
+"""How far back ``sacct`` is searched for a lease's job that left the queue while Backfill was
+away."""
 
 _RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "CONFIGURING", "SIGNALING"}
 _WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
@@ -120,6 +120,7 @@ _ENDED_OUTCOME = {
     "REVOKED": Outcome.FAILED,
 }
 _NAME_OK = re.compile(r"[^a-z0-9_]")
+_EXTERNAL = {tier.value for tier in Tier if tier.external}
 _UNUSABLE = {"DOWN", "DRAIN", "DRAINED", "DRAINING", "FAIL", "FAILING", "NOT_RESPONDING",
              "POWERED_DOWN", "POWER_DOWN", "POWERING_DOWN", "REBOOT_REQUESTED", "FUTURE",
              "MAINTENANCE", "UNKNOWN"}  # fmt: skip
@@ -453,7 +454,8 @@ class SlurmEngine(FleetEngine):
             )
             self._jobs[spec.id] = job
             self._by_job_id[job_id] = spec.id
-            self._refresh(force=True)
+            with contextlib.suppress(EngineUnavailable):  # it is submitted: say so regardless
+                self._refresh(force=True)
             return job.view()
 
     def stop(self, workload_id: str) -> None:
@@ -465,7 +467,8 @@ class SlurmEngine(FleetEngine):
             self.cli.run("scancel", str(job.job_id))
             if job.spec.tier is Tier.RESERVED:
                 self._unreserve(job.spec.id)
-            self._refresh(force=True)
+            with contextlib.suppress(EngineUnavailable):  # the next read sees the end
+                self._refresh(force=True)
 
     def notice(self, workload_id: str, *, reason: str) -> None:
         with self._lock:
@@ -536,28 +539,18 @@ class SlurmEngine(FleetEngine):
         document = self.cli.json("sacct", "-X", "--allusers", *window)
         records = []
         for job in document.get("jobs", []):
-            gpus = sum(
-                int(t.get("count") or 0)
-                for t in job.get("tres", {}).get("allocated", [])
-                if t.get("type") == "gres" and t.get("name") == "gpu"
-            )
+            gpus = _sacct_gpus(job)
             times = job.get("time", {})
             start, end = _epoch(times.get("start")), _epoch(times.get("end"))
             if gpus <= 0 or start is None or start >= until or (end is not None and end <= since):
                 continue
-            qos, name = str(job.get("qos") or ""), str(job.get("name") or "")
-            ours = qos in self._ours
-            tier = Tier.INTERNAL
-            if ours:
-                tier = {RESERVED_QOS: Tier.RESERVED, ON_DEMAND_QOS: Tier.ON_DEMAND}.get(
-                    qos, Tier.SPOT
-                )
+            lease = self._lease_of(job)
             state = str(job.get("state", {}).get("current", ""))
             records.append(
                 AccountRecord(
-                    workload=name if ours else f"slurm-{job['job_id']}",
-                    tier=tier,
-                    owner=str(job.get("account") or ""),
+                    workload=str(job.get("name")) if lease else f"slurm-{job['job_id']}",
+                    tier=lease[0] if lease else Tier.INTERNAL,
+                    owner=lease[1] if lease else str(job.get("account") or ""),
                     gpus=gpus,
                     started_at=start,
                     ended_at=end if state not in _RUNNING else None,
@@ -685,22 +678,16 @@ class SlurmEngine(FleetEngine):
         ``MinJobAge``): adopted from ``sacct``, with its start and end as events."""
         since = _utc(self._clock() - ACCOUNTING_LOOKBACK)
         document = self.cli.json("sacct", "-X", f"--name={name}", "-S", since)
-        found = [r for r in document.get("jobs", []) if str(r.get("qos") or "") in self._ours]
+        found = [r for r in document.get("jobs", []) if self._lease_of(r) is not None]
         if not found:
             return None
         record = max(found, key=lambda r: int(r["job_id"]))
-        gpus = sum(
-            int(t.get("count") or 0)
-            for t in record.get("tres", {}).get("allocated", [])
-            or record.get("tres", {}).get("requested", [])
-            if t.get("type") == "gres" and t.get("name") == "gpu"
-        )
+        tier, owner = self._lease_of(record) or (Tier.SPOT, "")
+        gpus = _sacct_gpus(record)
         pool = self._pool_for({"nodes": record.get("nodes") or ""}, "")
         if pool is None or gpus <= 0:
             return None
-        qos = str(record.get("qos"))
-        tier = {RESERVED_QOS: Tier.RESERVED, ON_DEMAND_QOS: Tier.ON_DEMAND}.get(qos, Tier.SPOT)
-        spec = WorkloadSpec(id=name, tier=tier, pool=pool.key, gpus=gpus, owner=_owner_of(record))
+        spec = WorkloadSpec(id=name, tier=tier, pool=pool.key, gpus=gpus, owner=owner)
         times = record.get("time", {})
         job = _Job(
             spec, int(record["job_id"]), WorkloadState.PENDING,
@@ -747,14 +734,11 @@ class SlurmEngine(FleetEngine):
         pool = self._pool_for(record, gres)
         if pool is None:
             return None
-        qos = str(record.get("qos") or "")
-        name = str(record.get("name") or "")
-        if qos in self._ours and name.startswith("lse_"):
-            tier = Tier.SPOT if qos in self._spot_qos else Tier.ON_DEMAND
-            if qos == RESERVED_QOS:
-                tier = Tier.RESERVED
+        lease = self._lease_of(record)
+        if lease is not None:
+            tier, owner = lease
             return WorkloadSpec(
-                id=name, tier=tier, pool=pool.key, gpus=gpus, owner=_owner_of(record)
+                id=str(record.get("name")), tier=tier, pool=pool.key, gpus=gpus, owner=owner
             )
         return WorkloadSpec(
             id=f"slurm-{record['job_id']}",
@@ -764,6 +748,22 @@ class SlurmEngine(FleetEngine):
             owner=str(record.get("account") or ""),
             queue=True,
         )
+
+    def _lease_of(self, record: Mapping[str, Any]) -> tuple[Tier, str] | None:
+        """(tier, tenant) of a job Backfill submitted for a lease, from the comment it gave the
+        job (``backfill <tier> <tenant>``); on a cluster whose accounting keeps no comments, from
+        its QOS and lease-like name. None: not a lease (the owner's work)."""
+        comment = record.get("comment")
+        if isinstance(comment, dict):  # sacct: {"job": ..., "administrator": ..., "system": ...}
+            comment = comment.get("job")
+        words = str(comment or "").split()
+        if len(words) == 3 and words[0] == "backfill" and words[1] in _EXTERNAL:
+            return Tier(words[1]), words[2]
+        qos, name = str(record.get("qos") or ""), str(record.get("name") or "")
+        if qos not in self._ours or not name.startswith("lse_"):
+            return None
+        tier = {RESERVED_QOS: Tier.RESERVED, ON_DEMAND_QOS: Tier.ON_DEMAND}.get(qos, Tier.SPOT)
+        return tier, str(record.get("account") or "")
 
     def _pool_for(self, record: Mapping[str, Any], gres: str) -> Pool | None:
         for node in expand_hostlist(str(record.get("nodes") or "")):
@@ -929,16 +929,14 @@ def _script(spec: WorkloadSpec) -> str:
     return HOLDER.format(until="", seconds="infinity")
 
 
-def _owner_of(record: Mapping[str, Any]) -> str:
-    """The tenant a lease's job belongs to: from the comment Backfill gave it (``backfill <tier>
-    <tenant>``), else its account."""
-    comment = record.get("comment")
-    if isinstance(comment, dict):  # sacct: {"job": ..., "administrator": ..., "system": ...}
-        comment = comment.get("job")
-    words = str(comment or "").split()
-    if len(words) == 3 and words[0] == "backfill":
-        return words[2]
-    return str(record.get("account") or "")
+def _sacct_gpus(record: Mapping[str, Any]) -> int:
+    """GPUs a job in ``sacct --json`` held (or, if it never started, asked for)."""
+    tres = record.get("tres", {})
+    return sum(
+        int(t.get("count") or 0)
+        for t in tres.get("allocated", []) or tres.get("requested", [])
+        if t.get("type") == "gres" and t.get("name") == "gpu"
+    )
 
 
 def _utc(at: float) -> str:
