@@ -101,7 +101,13 @@ def start_platform(database_url: str, **settings: Any) -> Iterator[Platform]:
         price_interval=settings.pop("price_interval", 3600.0),
         **settings,
     )
-    runtime = Runtime(config)
+    yield from serve(config)
+
+
+def serve(settings: Settings) -> Iterator[Platform]:
+    """A control plane with ``settings`` behind a real HTTP server, until the caller is done."""
+    runtime = Runtime(settings)
+    runtime.start()  # the ticker (a manual clock has none)
     server = BackgroundServer(runtime)
     url = server.start()
     operator = httpx.Client(

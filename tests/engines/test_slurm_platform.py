@@ -16,13 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from backfill.engines.slurm.engine import account_for
-from backfill.runtime import Runtime, Settings
-from backfill.server import BackgroundServer
-from tests.conftest import OPERATOR_KEY, Platform, WebhookReceiver
+from backfill.runtime import Settings
+from tests.conftest import OPERATOR_KEY, Platform, WebhookReceiver, serve
 from tests.engines.harness import (
     NODES,
     NOTICE,
@@ -63,21 +61,7 @@ def control_plane(data: Path) -> Iterator[Platform]:
         price_interval=3600.0,
         data_dir=data,
     )
-    runtime = Runtime(settings)
-    runtime.start()
-    server = BackgroundServer(runtime)
-    url = server.start()
-    operator = httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {OPERATOR_KEY}"}, timeout=30
-    )
-    platform = Platform(url=url, runtime=runtime, operator=operator)
-    try:
-        yield platform
-    finally:
-        for client in [operator, *platform.clients]:
-            client.close()
-        server.stop()
-        runtime.close()
+    yield from serve(settings)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from backfill.api.schemas import (
     AdvanceRequest,
     ClockRead,
     Dashboard,
-    DifferenceRead,
     FleetRead,
     FleetSummary,
     InternalJobCreate,
@@ -96,27 +95,7 @@ def reconciliation(
     if end <= since:
         raise InvalidRequest("until must be after since", field="until")
     report = reconcile_service.reconcile(ctx, since=since, until=end)
-    return ReconciliationRead(
-        since=report.since,
-        until=report.until,
-        engine=report.engine,
-        leases=report.leases,
-        metered_gpu_seconds=report.metered_gpu_seconds,
-        engine_gpu_seconds=report.engine_gpu_seconds,
-        differences=[
-            DifferenceRead(
-                lease_id=d.lease_id,
-                tenant_id=d.tenant_id,
-                metered_gpu_seconds=d.metered_gpu_seconds,
-                engine_gpu_seconds=d.engine_gpu_seconds,
-                gpu_seconds=d.gpu_seconds,
-                reason=d.reason,
-                engine_id=d.engine_id,
-                engine_state=d.engine_state,
-            )
-            for d in report.differences
-        ],
-    )
+    return ReconciliationRead.model_validate(report, from_attributes=True)
 
 
 @router.post("/tenants", response_model=TenantCreated, status_code=status.HTTP_201_CREATED)
