@@ -226,6 +226,7 @@ class SlurmEngine(FleetEngine):
         self._accounts: set[str] = set()
         self._quota: dict[str, int] = {}
         self._down: tuple[float, EngineUnavailable] | None = None
+        self._lost_read_at = -math.inf
         self._fleet, self._partition = self._inventory()
         if self.config.output_dir is not None:
             self.config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +268,6 @@ class SlurmEngine(FleetEngine):
         accounts = {r["account"] for r in self._show("account", fields="account")}
         if PARENT_ACCOUNT not in accounts:
             self._sacctmgr("add", "account", PARENT_ACCOUNT, "Description=Backfill's tenants")
-        self._accounts = set()
 
     def ensure_tenant(self, tenant: str) -> str:
         """The tenant's Slurm account, made (with Backfill's user in it) if it is new."""
@@ -587,7 +587,8 @@ class SlurmEngine(FleetEngine):
             for job in self._jobs.values()
             if job.job_id not in seen and job.state is not WorkloadState.ENDED
         ]
-        if lost:
+        if lost and now - self._lost_read_at >= RETRY_SECONDS:  # sacct may lag: ask now and then
+            self._lost_read_at = now
             self._read_accounting(lost)
         self._enforce_notices()
 
