@@ -116,7 +116,7 @@ def serve(
     import uvicorn
 
     from backfill.api.app import create_app
-    from backfill.errors import BackfillError, InvalidFleetFile
+    from backfill.errors import BackfillError
     from backfill.runtime import Runtime, Settings
 
     settings = Settings.from_env(
@@ -138,7 +138,7 @@ def serve(
         _fail(f"--placement must be one of {', '.join(ENGINE_POLICIES)}, not {placement!r}")
     try:
         runtime = Runtime(settings)
-    except (InvalidFleetFile, BackfillError, ValueError) as exc:
+    except (BackfillError, ValueError) as exc:  # a bad fleet file, engine or Slurm set-up
         _fail(str(exc))
     if runtime.new_operator_key:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
