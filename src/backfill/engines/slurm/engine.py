@@ -386,8 +386,9 @@ class SlurmEngine(FleetEngine):
                 raise ShapeNotPlaceable(str(exc), field="gpus") from None
             if spec.tier is Tier.RESERVED and spec.end_at is None:
                 raise InvalidRequest("a reserved lease needs the end of its period", field="end")
-            if spec.owner in self._quota and spec.tier.external:
+            if spec.tier.external:  # one fresh read of the queue for the checks below
                 self._refresh(force=True)
+            if spec.owner in self._quota and spec.tier.external:
                 held = sum(
                     job.spec.gpus
                     for job in self._jobs.values()
@@ -405,13 +406,11 @@ class SlurmEngine(FleetEngine):
             extra: list[str] = []
             if spec.tier is Tier.RESERVED:
                 extra = self._reserve(spec, pool, account)
-            elif not spec.queue:
-                self._refresh(force=True)
-                if self._place(spec, pool) is None:
-                    raise InsufficientCapacity(
-                        f"{spec.gpus} {pool.accelerator} GPUs cannot be had in {pool.key} now",
-                        field="gpus",
-                    )
+            elif not spec.queue and self._place(spec, pool) is None:
+                raise InsufficientCapacity(
+                    f"{spec.gpus} {pool.accelerator} GPUs cannot be had in {pool.key} now",
+                    field="gpus",
+                )
             size = max(node.gpus for node in pool.nodes)
             nodes, per_node = (1, spec.gpus) if spec.gpus <= size else (spec.gpus // size, size)
             args = [
@@ -782,8 +781,7 @@ class SlurmEngine(FleetEngine):
 
         Slurm 22.05 reserves nodes, not GPU counts: a lease of fewer GPUs than a node still keeps
         the whole node from other work over its period (the tenant's other jobs may use it)."""
-        assert spec.end_at is not None
-        self._refresh(force=True)
+        assert spec.end_at is not None  # the queue as submit has just read it
         now = self._clock()
         start = max(now, spec.start_at or now)
         size = max(node.gpus for node in pool.nodes)
