@@ -71,9 +71,13 @@ class Platform:
 
     def tenant(self, name: str) -> httpx.Client:
         """A new tenant, and an HTTP client that sends its key."""
+        return self.tenant_and_id(name)[0]
+
+    def tenant_and_id(self, name: str) -> tuple[httpx.Client, str]:
+        """A new tenant: an HTTP client that sends its key, and its id."""
         response = self.operator.post("/v1/admin/tenants", json={"name": name})
         assert response.status_code == 201, response.text
-        return self.client(response.json()["api_key"])
+        return self.client(response.json()["api_key"]), str(response.json()["tenant"]["id"])
 
     def client(self, key: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}

@@ -2,10 +2,12 @@
 
     BackfillError
     ├── InvalidRequest          invalid_request        the request is malformed or breaks a rule
+    │   ├── InvalidJson         invalid_json           the body is not JSON
     │   ├── InvalidFile         invalid_file           a file cannot be loaded (says file:line)
     │   │   ├── InvalidFleetFile invalid_fleet_file    a fleet file or inventory
     │   │   └── InvalidTrace    invalid_trace          a workload trace
     │   └── ShapeNotPlaceable   shape_not_placeable    the request can never fit the pool's nodes
+    ├── UnsupportedMediaType    unsupported_media_type the body's Content-Type is not one taken
     ├── Unauthorized            unauthorized           no key, or a key that is not valid
     ├── Forbidden               forbidden              a valid key that may not do this
     ├── NotFound                not_found              no such object (or not yours)
@@ -36,6 +38,14 @@ class BackfillError(Exception):
 
 class InvalidRequest(BackfillError):
     code = "invalid_request"
+
+
+class InvalidJson(InvalidRequest):
+    code = "invalid_json"
+
+
+class UnsupportedMediaType(BackfillError):
+    code = "unsupported_media_type"
 
 
 class InvalidFile(InvalidRequest):

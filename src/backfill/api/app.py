@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from backfill import __version__
 from backfill.api import errors
 from backfill.api.limits import BodyLimit
-from backfill.api.routers import admin, catalog, leases, usage, webhooks
+from backfill.api.routers import admin, catalog, events, leases, usage, webhooks
 from backfill.runtime import Runtime
 
 MAX_FLEET_UPLOAD = 2 * 1024 * 1024
@@ -21,12 +21,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for module in (catalog, leases, usage, webhooks, admin):
+    for module in (catalog, leases, usage, events, webhooks, admin):
         app.include_router(module.router)
+    app.include_router(events.admin)
     app.add_middleware(
         BodyLimit,
         max_bytes=runtime.settings.max_body_bytes,
-        larger={"/v1/admin/fleet/check": MAX_FLEET_UPLOAD},
+        larger={"/v1/admin/fleet/check": MAX_FLEET_UPLOAD, "/v1/events": events.MAX_EVENTS_BODY},
     )
 
     @app.get("/healthz", tags=["health"])

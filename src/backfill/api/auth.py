@@ -39,3 +39,10 @@ def operator(who: Principal = Depends(principal)) -> Principal:
     if who.role != tenants.OPERATOR:
         raise Forbidden("this endpoint takes an operator's API key")
     return who
+
+
+def ingester(who: Principal = Depends(principal)) -> Principal:
+    """Who may send usage events: the operator, or an outside meter's key."""
+    if who.role not in (tenants.OPERATOR, tenants.METER):
+        raise Forbidden("usage events are sent with an operator's or a meter's API key")
+    return who

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
@@ -249,3 +249,50 @@ class ClockRead(BaseModel):
 
 def pool_read(view: PoolView) -> PoolRead:
     return PoolRead.model_validate({**asdict(view), "id": view.key})
+
+
+class EventRejection(BaseModel):
+    index: int = Field(description="the event's place in the batch, from 0")
+    id: str | None
+    source: str | None
+    message: str
+    field: str | None
+
+
+class IngestRead(BaseModel):
+    object: Literal["ingest_result"] = "ingest_result"
+    accepted: int = Field(description="events stored now for the first time")
+    duplicates: int = Field(description="valid events stored already: counted once, not again")
+    rejected: list[EventRejection]
+
+
+class EventRead(BaseModel):
+    seq: int = Field(description="the order in which Backfill stored it")
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    data: dict[str, Any]
+    extensions: dict[str, Any] | None
+    received_at: datetime
+
+
+class EventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EventRead]
+    next_after: int | None = Field(description="pass as ?after= for the next page; null: no more")
+
+
+class MeterTotalRead(BaseModel):
+    type: str
+    key: str = Field(description="what is priced: the model or the tool")
+    events: int
+    units: dict[str, int]
+
+
+class MeterTotals(BaseModel):
+    object: Literal["meter_totals"] = "meter_totals"
+    since: datetime | None
+    until: datetime | None
+    data: list[MeterTotalRead]

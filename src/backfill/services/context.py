@@ -29,6 +29,11 @@ class Context:
     order of applied engine events consistent within it.
     """
 
+    ingest_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Queues this process's usage-event writers on SQLite, which takes one writer at a time:
+    waiting on a lock wakes at once, where SQLite's busy handler sleeps up to 100 ms between
+    tries. PostgreSQL writes in parallel and does not take it."""
+
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
         """A session that is rolled back unless the caller commits it."""

@@ -17,6 +17,9 @@ from backfill.store.models import ApiKey, Tenant
 
 TENANT = "tenant"
 OPERATOR = "operator"
+METER = "meter"
+"""An outside meter's key: it may only send usage events (``POST /v1/events``)."""
+_PREFIX = {TENANT: "bf_live_", OPERATOR: "bf_op_", METER: "bf_meter_"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -39,8 +42,7 @@ def hash_key(secret: str) -> str:
 
 
 def _issue(role: str, tenant_id: str | None, secret: str | None = None) -> tuple[ApiKey, str]:
-    prefix = "bf_op_" if role == OPERATOR else "bf_live_"
-    secret = secret or prefix + secrets.token_urlsafe(32)
+    secret = secret or _PREFIX[role] + secrets.token_urlsafe(32)
     row = ApiKey(
         id=new_id("key"),
         tenant_id=tenant_id,
@@ -120,6 +122,15 @@ def create_key(ctx: Context, *, tenant_id: str) -> IssuedKey:
         if session.get(Tenant, tenant_id) is None:
             raise NotFound(f"no tenant {tenant_id!r}")
         key, secret = _issue(TENANT, tenant_id)
+        session.add(key)
+        session.commit()
+        return IssuedKey(key_id=key.id, secret=secret)
+
+
+def create_meter_key(ctx: Context) -> IssuedKey:
+    """A key for an outside meter: it sends usage events for any tenant, and can do nothing else."""
+    with ctx.unit_of_work() as session:
+        key, secret = _issue(METER, None)
         session.add(key)
         session.commit()
         return IssuedKey(key_id=key.id, secret=secret)

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backfill.store.types import Money, UTCDateTime
@@ -121,3 +121,29 @@ class SpotPrice(Base):
     pool: Mapped[str] = mapped_column(String(160), primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     price: Mapped[Decimal] = mapped_column(Money())
+
+
+class UsageEventRow(Base):
+    """A usage event as received, once: ``(tenant_id, source, event_id)`` is its key, kept in
+    the same row (so in the same transaction) as the event itself."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "source", "event_id", name="uq_usage_events_key"),
+        Index("ix_usage_events_tenant_time", "tenant_id", "time"),
+    )
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    source: Mapped[str] = mapped_column(String(255))
+    event_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(128))
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+    key: Mapped[str] = mapped_column(String(160))
+    units: Mapped[int] = mapped_column(BigInteger)
+    units2: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[str] = mapped_column(Text)
+    extensions: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())

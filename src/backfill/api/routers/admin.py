@@ -121,6 +121,14 @@ def tenant_read(tenant: Tenant) -> TenantRead:
     )
 
 
+@router.post("/meter-keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
+def create_meter_key(ctx: Context = Depends(context)) -> KeyCreated:
+    """A key for an outside meter: it may send usage events (``POST /v1/events``) for any
+    tenant, and do nothing else."""
+    key = tenant_service.create_meter_key(ctx)
+    return KeyCreated(id=key.key_id, api_key=key.secret)
+
+
 @router.post(
     "/tenants/{tenant_id}/keys", response_model=KeyCreated, status_code=status.HTTP_201_CREATED
 )
