@@ -16,6 +16,7 @@
     │   ├── InsufficientCapacity insufficient_capacity   no GPUs to be had for it now
     │   ├── QuotaExceeded       quota_exceeded         past the tenant's GPU quota
     │   └── PriceAboveMax       price_above_max        spot price is over the tenant's max_price
+    ├── BudgetExhausted         budget_exhausted       the credit or a key's budget is spent
     └── EngineUnavailable       engine_unavailable     the fleet engine does not answer
 
 The API maps codes to HTTP statuses in one place (``backfill.api.errors``).
@@ -113,6 +114,10 @@ class QuotaExceeded(Conflict):
 
 class PriceAboveMax(Conflict):
     code = "price_above_max"
+
+
+class BudgetExhausted(BackfillError):
+    code = "budget_exhausted"
 
 
 class EngineUnavailable(BackfillError):

@@ -35,6 +35,16 @@ def test_migrations_build_every_table_and_are_at_head(db: Engine) -> None:
     migrate(db)  # running them again changes nothing
 
 
+def test_the_migrations_build_the_schema_the_models_describe(db: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with db.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": False})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
+
+
 def test_money_is_exact_and_time_comes_back_utc(db: Engine) -> None:
     make = sessions(db)
     eastern = timezone(timedelta(hours=-5))

@@ -41,8 +41,8 @@ def operator(who: Principal = Depends(principal)) -> Principal:
     return who
 
 
-def ingester(who: Principal = Depends(principal)) -> Principal:
-    """Who may send usage events: the operator, or an outside meter's key."""
+def metering(who: Principal = Depends(principal)) -> Principal:
+    """Who reports usage and reserves spend: the operator, or a meter's key."""
     if who.role not in (tenants.OPERATOR, tenants.METER):
-        raise Forbidden("usage events are sent with an operator's or a meter's API key")
+        raise Forbidden("this endpoint takes an operator's or a meter's API key")
     return who

@@ -15,6 +15,7 @@ from backfill.errors import BackfillError, InvalidFile
 STATUS = {
     "invalid_json": 400,
     "unauthorized": 401,
+    "budget_exhausted": 402,
     "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,

@@ -296,3 +296,56 @@ class MeterTotals(BaseModel):
     since: datetime | None
     until: datetime | None
     data: list[MeterTotalRead]
+
+
+Amount = Annotated[Decimal, Field(gt=0, le=1_000_000_000, max_digits=16, decimal_places=6)]
+
+
+class BudgetRead(BaseModel):
+    object: Literal["budget"] = "budget"
+    scope: str = Field(description='"tenant" (its prepaid credit) or the id of one of its keys')
+    limit: Decimal
+    held: Decimal = Field(description="reserved for work under way")
+    spent: Decimal = Field(description="settled holds")
+    leases: Decimal = Field(description="running cost of the tenant's leases since it began")
+    available: Decimal
+
+
+class BudgetList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BudgetRead]
+
+
+class CreditGrantCreate(Strict):
+    amount: Amount
+    note: str | None = Field(None, max_length=200)
+
+
+class KeyLimitSet(Strict):
+    limit: (
+        Annotated[Decimal, Field(ge=0, le=1_000_000_000, max_digits=16, decimal_places=6)] | None
+    ) = Field(description="the most the key may spend; null: no cap of its own")
+
+
+class HoldCreate(Strict):
+    tenant_id: str = Field(min_length=1, max_length=40)
+    key_id: str | None = Field(None, min_length=1, max_length=40)
+    amount: Amount
+    description: str | None = Field(None, max_length=200)
+
+
+class HoldSettle(Strict):
+    amount: Annotated[Decimal, Field(ge=0, le=1_000_000_000, max_digits=16, decimal_places=6)]
+
+
+class HoldRead(BaseModel):
+    object: Literal["spend_hold"] = "spend_hold"
+    id: str
+    tenant_id: str
+    key_id: str | None
+    amount: Decimal
+    state: str
+    settled_amount: Decimal | None
+    description: str | None
+    created_at: datetime
+    closed_at: datetime | None

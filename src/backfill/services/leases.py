@@ -24,6 +24,7 @@ from backfill.errors import (
     PriceAboveMax,
     ShapeNotPlaceable,
 )
+from backfill.services import budgets
 from backfill.services.context import Context
 from backfill.services.ids import new_id
 from backfill.services.sync import apply_events, current_price, sync
@@ -123,6 +124,10 @@ def _admit_and_place(
                     f"{pool.key}: {pool.floor - committed} GPUs left under the sellable floor"
                 )
                 continue
+        hours = Decimal(1)  # on credit, a lease needs its first hour (a reservation: all of it)
+        if end is not None and request.tier is Tier.RESERVED:
+            hours = Decimal(int((end - start).total_seconds())) / 3600
+        budgets.check_lease(ctx, session, tenant_id, price * request.gpus * hours)
         lease_id = new_id("lse")
         spec = WorkloadSpec(
             id=lease_id,

@@ -147,3 +147,49 @@ class UsageEventRow(Base):
     data: Mapped[str] = mapped_column(Text)
     extensions: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Budget(Base):
+    """What a tenant (``scope`` "tenant": its prepaid credit) or one of its API keys (``scope``
+    the key's id: a cap its tenant set) may spend. ``held`` is reserved for work under way,
+    ``spent`` settled; the rest is available. Changed only by conditional UPDATEs, so concurrent
+    requests can never take more than is there."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("tenant_id", "scope"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    scope: Mapped[str] = mapped_column(String(40))
+    limit: Mapped[Decimal] = mapped_column(Money())
+    held: Mapped[Decimal] = mapped_column(Money())
+    spent: Mapped[Decimal] = mapped_column(Money())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CreditGrant(Base):
+    """Prepaid credit the operator added to a tenant's budget (a payment, a promotion)."""
+
+    __tablename__ = "credit_grants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    note: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SpendHold(Base):
+    """Spend reserved before work starts, then settled at its real cost or released."""
+
+    __tablename__ = "spend_holds"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    state: Mapped[str] = mapped_column(String(16))
+    settled_amount: Mapped[Decimal | None] = mapped_column(Money())
+    description: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

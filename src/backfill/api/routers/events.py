@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
-from backfill.api.auth import context, ingester, operator, tenant_id
+from backfill.api.auth import context, metering, operator, tenant_id
 from backfill.api.schemas import (
     EventList,
     EventRead,
@@ -47,7 +47,7 @@ _BODY = {
 
 @router.post("/v1/events", response_model=IngestRead, openapi_extra=_BODY)
 async def post_events(
-    request: Request, ctx: Context = Depends(context), who: Principal = Depends(ingester)
+    request: Request, ctx: Context = Depends(context), who: Principal = Depends(metering)
 ) -> IngestRead:
     """Usage events in CloudEvents 1.0, one (``application/cloudevents+json``) or a batch
     (``application/cloudevents-batch+json``, at most 10,000). Each event's ``subject`` is the
