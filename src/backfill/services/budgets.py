@@ -23,10 +23,10 @@ from sqlalchemy import CursorResult, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backfill.domain.metering import segment_cost
 from backfill.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
 from backfill.services.context import Context
 from backfill.services.ids import new_id
-from backfill.services.usage import measure
 from backfill.store.models import ApiKey, Budget, CreditGrant, LeaseSegment, SpendHold, Tenant
 from backfill.store.types import Money
 
@@ -258,23 +258,11 @@ def lease_cost(ctx: Context, session: Session, tenant_id: str) -> Decimal:
             (LeaseSegment.ended_at.is_(None)) | (LeaseSegment.ended_at > began),
         )
     ):
-        if segment.started_at < began:  # only the part after the credit began
-            segment = _clipped(segment, began)
-        total += measure(segment, now).cost
+        start = max(segment.started_at, began)  # only the part after the credit began
+        end = segment.ended_at or max(now, start)
+        seconds = max(0, int((end - start).total_seconds()))
+        total += segment_cost(segment.gpus, seconds, segment.price)
     return total
-
-
-def _clipped(segment: LeaseSegment, began: datetime) -> LeaseSegment:
-    return LeaseSegment(
-        lease_id=segment.lease_id,
-        tenant_id=segment.tenant_id,
-        pool=segment.pool,
-        tier=segment.tier,
-        gpus=segment.gpus,
-        price=segment.price,
-        started_at=began,
-        ended_at=segment.ended_at,
-    )
 
 
 def _money(amount: Decimal) -> Any:
