@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -97,88 +98,85 @@ def _read(row: UsageEventRow) -> EventRead:
     )
 
 
-def _list(
-    ctx: Context,
-    tenant: str,
-    type: str | None,
-    since: AwareDatetime | None,
-    until: AwareDatetime | None,
-    after: int | None,
-    limit: int,
-) -> EventList:
-    if type is not None and type not in METERS:
-        raise InvalidRequest(f"no event type {type!r}: {', '.join(sorted(METERS))}", field="type")
+Since = Annotated[AwareDatetime | None, Query(description="events at or after this time")]
+Until = Annotated[AwareDatetime | None, Query(description="events before this time")]
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """The filters of an event listing (a FastAPI dependency: query parameters)."""
+
+    type: Annotated[str | None, Query(max_length=128, description="only this type")] = None
+    since: Since = None
+    until: Until = None
+    after: Annotated[int | None, Query(ge=0, description="stored after this seq (paging)")] = None
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of event time (a FastAPI dependency: query parameters)."""
+
+    since: Since = None
+    until: Until = None
+
+
+def _list(ctx: Context, tenant: str, q: EventQuery) -> EventList:
+    if q.type is not None and q.type not in METERS:
+        known = ", ".join(sorted(METERS))
+        raise InvalidRequest(f"no event type {q.type!r}: {known}", field="type")
     rows = event_service.events(
-        ctx, tenant_id=tenant, type=type, since=since, until=until, after=after, limit=limit
+        ctx,
+        tenant_id=tenant,
+        type=q.type,
+        since=q.since,
+        until=q.until,
+        after=q.after,
+        limit=q.limit,
     )
     return EventList(
-        data=[_read(r) for r in rows], next_after=rows[-1].seq if len(rows) == limit else None
+        data=[_read(r) for r in rows], next_after=rows[-1].seq if len(rows) == q.limit else None
     )
 
 
-TypeQuery = Query(None, max_length=128, description="only events of this type")
-SinceQuery = Query(None, description="events at or after this time")
-UntilQuery = Query(None, description="events before this time")
-AfterQuery = Query(None, ge=0, description="events stored after this seq (paging)")
-LimitQuery = Query(100, ge=1, le=1000)
+def _totals(ctx: Context, tenant: str, window: Window) -> MeterTotals:
+    rows = event_service.totals(ctx, tenant_id=tenant, since=window.since, until=window.until)
+    return MeterTotals(
+        since=window.since,
+        until=window.until,
+        data=[MeterTotalRead(type=t.type, key=t.key, events=t.events, units=t.units) for t in rows],
+    )
 
 
 @router.get("/v1/events", response_model=EventList)
 def list_events(
     ctx: Context = Depends(context),
     tenant: str = Depends(tenant_id),
-    type: str | None = TypeQuery,
-    since: AwareDatetime | None = SinceQuery,
-    until: AwareDatetime | None = UntilQuery,
-    after: int | None = AfterQuery,
-    limit: int = LimitQuery,
+    query: EventQuery = Depends(),
 ) -> EventList:
     """Your usage events as Backfill stored them (each once)."""
-    return _list(ctx, tenant, type, since, until, after, limit)
-
-
-def _totals(
-    ctx: Context, tenant: str, since: AwareDatetime | None, until: AwareDatetime | None
-) -> MeterTotals:
-    rows = event_service.totals(ctx, tenant_id=tenant, since=since, until=until)
-    return MeterTotals(
-        since=since,
-        until=until,
-        data=[MeterTotalRead(type=t.type, key=t.key, events=t.events, units=t.units) for t in rows],
-    )
+    return _list(ctx, tenant, query)
 
 
 @router.get("/v1/meters", response_model=MeterTotals)
 def meter_totals(
-    ctx: Context = Depends(context),
-    tenant: str = Depends(tenant_id),
-    since: AwareDatetime | None = SinceQuery,
-    until: AwareDatetime | None = UntilQuery,
+    ctx: Context = Depends(context), tenant: str = Depends(tenant_id), window: Window = Depends()
 ) -> MeterTotals:
     """Your metered units per type and model or tool, over a window of event time."""
-    return _totals(ctx, tenant, since, until)
+    return _totals(ctx, tenant, window)
 
 
 @admin.get("/tenants/{tenant}/events", response_model=EventList)
 def tenant_events(
-    tenant: str,
-    ctx: Context = Depends(context),
-    type: str | None = TypeQuery,
-    since: AwareDatetime | None = SinceQuery,
-    until: AwareDatetime | None = UntilQuery,
-    after: int | None = AfterQuery,
-    limit: int = LimitQuery,
+    tenant: str, ctx: Context = Depends(context), query: EventQuery = Depends()
 ) -> EventList:
     tenant_service.get(ctx, tenant_id=tenant)
-    return _list(ctx, tenant, type, since, until, after, limit)
+    return _list(ctx, tenant, query)
 
 
 @admin.get("/tenants/{tenant}/meters", response_model=MeterTotals)
 def tenant_meter_totals(
-    tenant: str,
-    ctx: Context = Depends(context),
-    since: AwareDatetime | None = SinceQuery,
-    until: AwareDatetime | None = UntilQuery,
+    tenant: str, ctx: Context = Depends(context), window: Window = Depends()
 ) -> MeterTotals:
     tenant_service.get(ctx, tenant_id=tenant)
-    return _totals(ctx, tenant, since, until)
+    return _totals(ctx, tenant, window)
