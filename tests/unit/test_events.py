@@ -100,7 +100,7 @@ def test_each_rule_names_the_attribute_at_fault(
 def test_a_batch_keeps_the_good_events_and_says_where_the_bad_ones_are() -> None:
     items = [good(id="a"), "junk", good(id="c", subject=...), None, good(id="e")]
     events, rejected = parse_batch(items, now=NOW)
-    assert [e.id for e in events] == ["a", "e"]
+    assert [(index, e.id) for index, e in events] == [(0, "a"), (4, "e")]
     assert [(r.index, r.field, r.id) for r in rejected] == [
         (1, None, None),
         (2, "subject", "c"),

@@ -157,13 +157,16 @@ def parse_event(item: object, *, now: datetime) -> UsageEvent:
     )
 
 
-def parse_batch(items: list[Any], *, now: datetime) -> tuple[list[UsageEvent], list[Rejection]]:
-    """Every event of a batch checked on its own: the good ones, and why each other one is not."""
-    good: list[UsageEvent] = []
+def parse_batch(
+    items: list[Any], *, now: datetime
+) -> tuple[list[tuple[int, UsageEvent]], list[Rejection]]:
+    """Every event of a batch checked on its own: the good ones with their place in the batch,
+    and why each other one is not good."""
+    good: list[tuple[int, UsageEvent]] = []
     bad: list[Rejection] = []
     for index, item in enumerate(items):
         try:
-            good.append(parse_event(item, now=now))
+            good.append((index, parse_event(item, now=now)))
         except EventError as exc:
             ident = item.get("id") if type(item) is dict else None
             source = item.get("source") if type(item) is dict else None

@@ -23,11 +23,12 @@ from sqlalchemy import CursorResult, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backfill.domain.metering import segment_cost
 from backfill.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
 from backfill.services.context import Context
 from backfill.services.ids import new_id
-from backfill.store.models import ApiKey, Budget, CreditGrant, LeaseSegment, SpendHold, Tenant
+from backfill.services.tenants import existing, owned_key
+from backfill.services.usage import measure
+from backfill.store.models import Budget, CreditGrant, LeaseSegment, SpendHold
 from backfill.store.types import Money
 
 TENANT = "tenant"
@@ -64,8 +65,7 @@ def grant_credit(ctx: Context, *, tenant_id: str, amount: Decimal, note: str | N
     """Add prepaid credit to a tenant's budget (made at its first grant)."""
     check_amount(amount, "amount")
     with ctx.unit_of_work() as session:
-        if session.get(Tenant, tenant_id) is None:
-            raise NotFound(f"no tenant {tenant_id!r}")
+        existing(session, tenant_id)
     for attempt in range(2):  # two first grants at once: one inserts, the other adds
         with ctx.unit_of_work() as session:
             now = ctx.engine_now()
@@ -98,9 +98,7 @@ def set_key_limit(
     if limit is not None:
         check_amount(limit, "limit", zero=True)
     with ctx.unit_of_work() as session:
-        key = session.get(ApiKey, key_id)
-        if key is None or key.tenant_id != tenant_id:
-            raise NotFound(f"no key {key_id!r}")
+        owned_key(session, tenant_id, key_id)
         budget = session.scalar(
             select(Budget).where(Budget.tenant_id == tenant_id, Budget.scope == key_id)
         )
@@ -122,8 +120,7 @@ def set_key_limit(
 
 def views(ctx: Context, *, tenant_id: str) -> list[BudgetView]:
     with ctx.unit_of_work() as session:
-        if session.get(Tenant, tenant_id) is None:
-            raise NotFound(f"no tenant {tenant_id!r}")
+        existing(session, tenant_id)
         return _views(ctx, session, tenant_id)
 
 
@@ -139,12 +136,9 @@ def reserve(
     and hold nothing."""
     check_amount(amount, "amount")
     with ctx.unit_of_work() as session:  # reads apart: SQLite cannot turn a read into a write
-        if session.get(Tenant, tenant_id) is None:  # while another writer commits
-            raise NotFound(f"no tenant {tenant_id!r}")
+        existing(session, tenant_id)  # while another writer commits
         if key_id is not None:
-            key = session.get(ApiKey, key_id)
-            if key is None or key.tenant_id != tenant_id:
-                raise NotFound(f"no key {key_id!r}")
+            owned_key(session, tenant_id, key_id)
         running = lease_cost(ctx, session, tenant_id)
     with ctx.unit_of_work() as session:  # the first statement writes
         for scope in (TENANT, key_id) if key_id is not None else (TENANT,):
@@ -229,12 +223,10 @@ def _close(ctx: Context, hold_id: str, state: str, amount: Decimal) -> SpendHold
 def check_lease(ctx: Context, session: Session, tenant_id: str, upfront: Decimal) -> None:
     """Refuse a lease of a tenant on credit unless what is left covers ``upfront`` (an hour of
     an on-demand or spot lease; a reservation's whole period)."""
-    budget = session.scalar(
-        select(Budget).where(Budget.tenant_id == tenant_id, Budget.scope == TENANT)
-    )
-    if budget is None:
+    credit = _views(ctx, session, tenant_id, scope=TENANT)
+    if not credit:
         return  # post-paid
-    left = budget.limit - budget.spent - budget.held - lease_cost(ctx, session, tenant_id)
+    left = credit[0].available
     if left < upfront:
         raise BudgetExhausted(
             f"the tenant's credit has {max(left, Decimal(0)):.2f} left, less than the "
@@ -248,21 +240,18 @@ def lease_cost(ctx: Context, session: Session, tenant_id: str) -> Decimal:
     began = session.scalar(
         select(Budget.created_at).where(Budget.tenant_id == tenant_id, Budget.scope == TENANT)
     )
-    if began is None:
-        return Decimal(0)
+    return Decimal(0) if began is None else _lease_cost(ctx, session, tenant_id, began)
+
+
+def _lease_cost(ctx: Context, session: Session, tenant_id: str, began: datetime) -> Decimal:
     now = ctx.engine_now()
-    total = Decimal(0)
-    for segment in session.scalars(
+    segments = session.scalars(
         select(LeaseSegment).where(
             LeaseSegment.tenant_id == tenant_id,
             (LeaseSegment.ended_at.is_(None)) | (LeaseSegment.ended_at > began),
         )
-    ):
-        start = max(segment.started_at, began)  # only the part after the credit began
-        end = segment.ended_at or max(now, start)
-        seconds = max(0, int((end - start).total_seconds()))
-        total += segment_cost(segment.gpus, seconds, segment.price)
-    return total
+    )
+    return sum((measure(s, now, since=began).cost for s in segments), Decimal(0))
 
 
 def _money(amount: Decimal) -> Any:
@@ -299,7 +288,9 @@ def _views(
     out = []
     for budget in session.scalars(query.order_by(Budget.scope != TENANT, Budget.scope)):
         session.refresh(budget)
-        running = lease_cost(ctx, session, tenant_id) if budget.scope == TENANT else Decimal(0)
+        running = Decimal(0)
+        if budget.scope == TENANT:
+            running = _lease_cost(ctx, session, tenant_id, budget.created_at)
         out.append(
             BudgetView(
                 scope=budget.scope,

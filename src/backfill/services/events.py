@@ -47,28 +47,23 @@ def ingest(ctx: Context, items: list[Any]) -> IngestResult:
     Each event's ``subject`` names its tenant, which must exist."""
     if len(items) > MAX_BATCH:
         raise InvalidRequest(f"a batch holds at most {MAX_BATCH} events, not {len(items)}")
-    now = ctx.engine_now()
-    good, rejected = parse_batch(items, now=now)
-    if not good:
-        return IngestResult(accepted=0, duplicates=0, rejected=rejected)
-    known = _known_tenants(ctx, {event.subject for event in good})
-    if len(known) < len({event.subject for event in good}):
-        kept = []
-        for index, event in _indexed(items, good, rejected):
-            if event.subject in known:
-                kept.append(event)
-            else:
-                rejected.append(
-                    Rejection(
-                        index=index,
-                        message=f"no tenant {event.subject!r}",
-                        field="subject",
-                        id=event.id,
-                        source=event.source,
-                    )
+    checked, rejected = parse_batch(items, now=ctx.engine_now())
+    known = _known_tenants(ctx, {event.subject for _, event in checked})
+    good = []
+    for index, event in checked:
+        if event.subject in known:
+            good.append(event)
+        else:
+            rejected.append(
+                Rejection(
+                    index=index,
+                    message=f"no tenant {event.subject!r}",
+                    field="subject",
+                    id=event.id,
+                    source=event.source,
                 )
-        rejected.sort(key=lambda r: r.index)
-        good = kept
+            )
+    rejected.sort(key=lambda r: r.index)
     if not good:
         return IngestResult(accepted=0, duplicates=0, rejected=rejected)
     received = wall_now()
@@ -85,16 +80,9 @@ def _key(event: UsageEvent) -> tuple[str, str, str]:
     return event.subject, event.source, event.id
 
 
-def _indexed(
-    items: list[Any], good: list[UsageEvent], rejected: list[Rejection]
-) -> list[tuple[int, UsageEvent]]:
-    """The batch index of each good event (they are in batch order, the rejected ones missing)."""
-    skipped = {r.index for r in rejected}
-    indices = [i for i in range(len(items)) if i not in skipped]
-    return list(zip(indices, good, strict=True))
-
-
 def _known_tenants(ctx: Context, ids: set[str]) -> set[str]:
+    if not ids:
+        return set()
     with ctx.unit_of_work() as session:
         return set(session.scalars(select(Tenant.id).where(Tenant.id.in_(sorted(ids)))))
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from backfill.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from backfill.services.context import Context, wall_now
@@ -75,6 +76,14 @@ def create(ctx: Context, *, name: str) -> tuple[Tenant, IssuedKey]:
         return tenant, IssuedKey(key_id=key.id, secret=secret)
 
 
+def existing(session: Session, tenant_id: str) -> Tenant:
+    """The tenant ``tenant_id``, or NotFound."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id!r}")
+    return tenant
+
+
 def get_all(ctx: Context) -> list[Tenant]:
     with ctx.unit_of_work() as session:
         return list(session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.name)))
@@ -82,9 +91,7 @@ def get_all(ctx: Context) -> list[Tenant]:
 
 def get(ctx: Context, *, tenant_id: str) -> Tenant:
     with ctx.unit_of_work() as session:
-        tenant = session.get(Tenant, tenant_id)
-        if tenant is None:
-            raise NotFound(f"no tenant {tenant_id!r}")
+        tenant = existing(session, tenant_id)
         return tenant
 
 
@@ -97,9 +104,7 @@ def set_quota(ctx: Context, *, tenant_id: str, gpus: int | None) -> Tenant:
     if gpus is not None and not 0 <= gpus <= MAX_GPU_QUOTA:
         raise InvalidRequest(f"gpus must be 0..{MAX_GPU_QUOTA} or null", field="gpus")
     with ctx.lock, ctx.unit_of_work() as session:
-        tenant = session.get(Tenant, tenant_id)
-        if tenant is None:
-            raise NotFound(f"no tenant {tenant_id!r}")
+        tenant = existing(session, tenant_id)
         ctx.engine.set_quota(tenant.id, gpus)  # first: a refusal there changes nothing here
         tenant.gpu_quota = gpus
         session.commit()
@@ -119,8 +124,7 @@ def apply_quotas(ctx: Context) -> int:
 
 def create_key(ctx: Context, *, tenant_id: str) -> IssuedKey:
     with ctx.unit_of_work() as session:
-        if session.get(Tenant, tenant_id) is None:
-            raise NotFound(f"no tenant {tenant_id!r}")
+        existing(session, tenant_id)
         key, secret = _issue(TENANT, tenant_id)
         session.add(key)
         session.commit()
@@ -145,11 +149,17 @@ def list_keys(ctx: Context, *, tenant_id: str) -> list[ApiKey]:
         )
 
 
+def owned_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
+    """The tenant's key ``key_id``; another tenant's key is not found, like a missing one."""
+    key = session.get(ApiKey, key_id)
+    if key is None or key.tenant_id != tenant_id:
+        raise NotFound(f"no key {key_id!r}")
+    return key
+
+
 def revoke_key(ctx: Context, *, tenant_id: str, key_id: str) -> ApiKey:
     with ctx.unit_of_work() as session:
-        key = session.get(ApiKey, key_id)
-        if key is None or key.tenant_id != tenant_id:
-            raise NotFound(f"no key {key_id!r}")
+        key = owned_key(session, tenant_id, key_id)
         if key.revoked_at is None:
             key.revoked_at = wall_now()
             session.commit()
@@ -169,10 +179,10 @@ def ensure_operator_key(ctx: Context, *, secret: str | None = None) -> str | Non
             session.add(key)
             session.commit()
             return secret
-        existing = session.scalar(
+        current = session.scalar(
             select(ApiKey).where(ApiKey.role == OPERATOR, ApiKey.revoked_at.is_(None))
         )
-        if existing is not None:
+        if current is not None:
             return None
         key, new_secret = _issue(OPERATOR, None)
         session.add(key)

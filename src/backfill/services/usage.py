@@ -41,16 +41,18 @@ class UsageReport:
         return sum((s.cost for s in self.segments), Decimal("0"))
 
 
-def measure(segment: LeaseSegment, now: datetime) -> SegmentUsage:
-    end = segment.ended_at or max(now, segment.started_at)
-    seconds = int((end - segment.started_at).total_seconds())
+def measure(segment: LeaseSegment, now: datetime, since: datetime | None = None) -> SegmentUsage:
+    """The segment's seconds and cost up to ``now`` (if open), from ``since`` if it is later."""
+    start = segment.started_at if since is None else max(segment.started_at, since)
+    end = segment.ended_at or max(now, start)
+    seconds = max(0, int((end - start).total_seconds()))
     return SegmentUsage(
         lease_id=segment.lease_id,
         pool=segment.pool,
         tier=segment.tier,
         gpus=segment.gpus,
         price=segment.price,
-        started_at=segment.started_at,
+        started_at=start,
         ended_at=segment.ended_at,
         seconds=seconds,
         cost=segment_cost(segment.gpus, seconds, segment.price),
