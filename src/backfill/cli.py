@@ -31,6 +31,14 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(leases_app, name="leases")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(internal_app, name="internal")
+invoices_app = typer.Typer(
+    help="Invoices: read yours (tenant); draft, finalize, correct (operator, --admin).",
+    no_args_is_help=True,
+)
+app.add_typer(invoices_app, name="invoices")
+prices_app = typer.Typer(help="The price book.", no_args_is_help=True)
+app.add_typer(prices_app, name="prices")
+Admin = Annotated[bool, typer.Option("--admin", help="As the operator (every tenant's).")]
 bench_app = typer.Typer(help="Benchmarks on real traces.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -276,6 +284,131 @@ def usage(api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = 
     with _client(api_url, key, "tenant.key") as client:
         data = _call(client.usage)
     _emit(data, as_json, terminal.usage)
+
+
+@invoices_app.command("list")
+def invoices_list(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (operator).")] = None,
+    admin: Admin = False,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Invoices, newest month first."""
+    with _client(api_url, key, "operator.key" if admin else "tenant.key") as client:
+        rows = _call(client.invoices, admin=admin, month=month)
+    _emit(rows, as_json, terminal.invoices)
+
+
+@invoices_app.command("show")
+def invoices_show(
+    invoice_id: str,
+    admin: Admin = False,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """One invoice: lines by product, SLA credits with their evidence, credit notes."""
+    with _client(api_url, key, "operator.key" if admin else "tenant.key") as client:
+        data = _call(client.invoice, invoice_id, admin=admin)
+    _emit(data, as_json, terminal.invoice)
+
+
+@invoices_app.command("export")
+def invoices_export(
+    invoice_id: str,
+    format: Annotated[str, typer.Option("--format", help="json, csv or focus.")] = "csv",
+    output: Annotated[Path | None, typer.Option("-o", help="File (default: stdout).")] = None,
+    admin: Admin = False,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Export an invoice as JSON, CSV or FinOps FOCUS."""
+    with _client(api_url, key, "operator.key" if admin else "tenant.key") as client:
+        text = _call(client.export_invoice, invoice_id, format=format, admin=admin)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+
+
+@invoices_app.command("draft")
+def invoices_draft(
+    month: Annotated[str, typer.Option(help="YYYY-MM (UTC).")],
+    tenant: Annotated[str | None, typer.Option(help="One tenant's id (default: all).")] = None,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Draft (or draft again) a month's invoices (operator)."""
+    with _client(api_url, key, "operator.key") as client:
+        rows = _call(client.draft_invoices, month=month, tenant_id=tenant)
+    _emit(rows, as_json, terminal.invoices)
+
+
+@invoices_app.command("finalize")
+def invoices_finalize(
+    invoice_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False
+) -> None:
+    """Number and freeze an invoice once its month is over (operator)."""
+    with _client(api_url, key, "operator.key") as client:
+        data = _call(client.finalize_invoice, invoice_id)
+    _emit(data, as_json, terminal.invoice)
+
+
+@invoices_app.command("credit-note")
+def invoices_credit_note(
+    invoice_id: str,
+    amount: Annotated[str, typer.Option(help="How much to credit.")],
+    reason: Annotated[str, typer.Option(help="Why.")],
+    line: Annotated[int | None, typer.Option(help="The line it corrects.")] = None,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Correct a finalized invoice (operator)."""
+    with _client(api_url, key, "operator.key") as client:
+        note = _call(
+            client.credit_note, invoice_id, amount=amount, reason=reason, line_position=line
+        )
+    console.print(f"credit note {note['number']}: -{note['amount']} on {invoice_id}")
+
+
+@prices_app.command("list")
+def prices_list(
+    product: Annotated[str | None, typer.Option(help="gpu, inference, finetune or tool.")] = None,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Every price and its versions."""
+    with _client(api_url, key, "tenant.key") as client:
+        rows = _call(client.prices, product=product)
+    _emit(rows, as_json, terminal.prices)
+
+
+@prices_app.command("set")
+def prices_set(
+    product: Annotated[str, typer.Option(help="gpu, inference, finetune or tool.")],
+    item: Annotated[str, typer.Option(help="The pool, model or tool.")],
+    dimension: Annotated[str, typer.Option(help="on_demand, input, calls, ...")],
+    price: Annotated[str, typer.Option(help="Per GPU-hour, per million tokens, per call.")],
+    effective_from: Annotated[str | None, typer.Option(help="RFC 3339 (default: now).")] = None,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Schedule a price (operator)."""
+    with _client(api_url, key, "operator.key") as client:
+        row = _call(
+            client.set_price,
+            product=product,
+            item=item,
+            dimension=dimension,
+            price=price,
+            effective_from=effective_from,
+        )
+    _emit([row], as_json, terminal.prices)
 
 
 @fleet_app.command("show")

@@ -40,6 +40,9 @@ class BackfillClient:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -53,7 +56,7 @@ class BackfillClient:
             raise ApiError(
                 response.status_code, error["code"], error["message"], error.get("field")
             )
-        return response.json()
+        return response
 
     # tenant
     def instance_types(self) -> list[dict[str, Any]]:
@@ -105,3 +108,41 @@ class BackfillClient:
 
     def advance(self, seconds: int) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/admin/clock/advance", json={"seconds": seconds}))
+
+    # billing
+    def prices(self, *, product: str | None = None) -> list[dict[str, Any]]:
+        params = {"product": product} if product else {}
+        return list(self._call("GET", "/v1/prices", params=params)["data"])
+
+    def set_price(self, **body: Any) -> dict[str, Any]:
+        payload = {k: v for k, v in body.items() if v is not None}
+        return dict(self._call("POST", "/v1/admin/prices", json=payload))
+
+    def invoices(self, *, admin: bool = False, month: str | None = None) -> list[dict[str, Any]]:
+        if not admin:
+            return list(self._call("GET", "/v1/invoices")["data"])
+        params = {"month": month} if month else {}
+        return list(self._call("GET", "/v1/admin/invoices", params=params)["data"])
+
+    def invoice(self, invoice_id: str, *, admin: bool = False) -> dict[str, Any]:
+        prefix = "/v1/admin" if admin else "/v1"
+        return dict(self._call("GET", f"{prefix}/invoices/{invoice_id}"))
+
+    def export_invoice(self, invoice_id: str, *, format: str, admin: bool = False) -> str:
+        prefix = "/v1/admin" if admin else "/v1"
+        path = f"{prefix}/invoices/{invoice_id}/export"
+        return self._request("GET", path, params={"format": format}).text
+
+    def draft_invoices(self, *, month: str, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        body = {"month": month, "tenant_id": tenant_id}
+        payload = {k: v for k, v in body.items() if v is not None}
+        return list(self._call("POST", "/v1/admin/invoices", json=payload)["data"])
+
+    def finalize_invoice(self, invoice_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/admin/invoices/{invoice_id}/finalize"))
+
+    def credit_note(self, invoice_id: str, **body: Any) -> dict[str, Any]:
+        payload = {k: v for k, v in body.items() if v is not None}
+        return dict(
+            self._call("POST", f"/v1/admin/invoices/{invoice_id}/credit-notes", json=payload)
+        )

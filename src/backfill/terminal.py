@@ -152,3 +152,89 @@ def internal_jobs(rows: list[dict[str, Any]]) -> Table:
 
 def internal_jobs_line(job: dict[str, Any]) -> Table:
     return internal_jobs([job])
+
+
+def prices(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Price book", title_justify="left")
+    for column in ("product", "item", "dimension", "price", "per", "from"):
+        table.add_column(column, justify="right" if column == "price" else "left")
+    for row in rows:
+        table.add_row(
+            row["product"],
+            row["item"],
+            row["dimension"],
+            row["price"],
+            row["unit"],
+            row["effective_from"] or "list price",
+        )
+    return table
+
+
+def invoices(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Invoices", title_justify="left")
+    for column in ("id", "number", "tenant", "month", "status", "total", "due"):
+        table.add_column(column, justify="right" if column in ("total", "due") else "left")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["number"] or "—",
+            row["tenant_name"],
+            row["period_start"][:7],
+            row["status"],
+            f"{Decimal(row['total']):,.2f}",
+            f"{Decimal(row['amount_due']):,.2f}",
+        )
+    return table
+
+
+def invoice(data: dict[str, Any]) -> Group:
+    """One invoice: its lines grouped by product, SLA credits, totals and credit notes."""
+    title = (
+        f"Invoice {data['number'] or '(draft)'} — {data['tenant_name']}, "
+        f"{data['period_start'][:7]} ({data['status']}, {data['currency']})"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("description")
+    table.add_column("quantity", justify="right")
+    table.add_column("unit price", justify="right")
+    table.add_column("amount", justify="right")
+    product = None
+    for line in data["lines"]:
+        if line["kind"] != "sla_credit" and line["product"] != product:
+            product = line["product"]
+            table.add_row("", Text(product.upper(), style="bold"), "", "", "")
+        quantity = _quantity(line)
+        style = "green" if line["kind"] == "sla_credit" else None
+        table.add_row(
+            str(line["position"]),
+            Text(line["description"], style=style or ""),
+            quantity,
+            line["unit_price"] or "market",
+            Text(f"{Decimal(line['amount']):,.2f}", style=style or ""),
+        )
+    table.add_section()
+    table.add_row("", "Subtotal", "", "", f"{Decimal(data['subtotal']):,.2f}")
+    table.add_row("", "SLA credits", "", "", f"-{Decimal(data['sla_credits']):,.2f}")
+    table.add_row("", "Tax", "", "", "not computed" if data["tax"] is None else data["tax"])
+    table.add_row("", Text("Total", style="bold"), "", "", f"{Decimal(data['total']):,.2f}")
+    for note in data["credit_notes"]:
+        table.add_row(
+            "",
+            f"Credit note {note['number']}: {note['reason']}",
+            "",
+            "",
+            f"-{Decimal(note['amount']):,.2f}",
+        )
+    if data["credit_notes"]:
+        table.add_row(
+            "", Text("Amount due", style="bold"), "", "", f"{Decimal(data['amount_due']):,.2f}"
+        )
+    return Group(table)
+
+
+def _quantity(line: dict[str, Any]) -> str:
+    per = {"gpu_hour": 3600, "1M_tokens": 1_000_000, "call": 1}[line["price_unit"]]
+    amount = Decimal(line["quantity"]) / per
+    unit = {"gpu_hour": "GPU-h", "1M_tokens": "M tokens", "call": "calls"}[line["price_unit"]]
+    return f"{amount:,.4f} {unit}".replace(".0000 ", " ")

@@ -7,7 +7,16 @@ from fastapi import FastAPI
 from backfill import __version__
 from backfill.api import errors
 from backfill.api.limits import BodyLimit
-from backfill.api.routers import admin, budgets, catalog, events, leases, usage, webhooks
+from backfill.api.routers import (
+    admin,
+    budgets,
+    catalog,
+    events,
+    invoices,
+    leases,
+    usage,
+    webhooks,
+)
 from backfill.runtime import Runtime
 
 MAX_FLEET_UPLOAD = 2 * 1024 * 1024
@@ -21,9 +30,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for module in (catalog, leases, usage, events, budgets, webhooks, admin):
+    for module in (catalog, leases, usage, events, budgets, invoices, webhooks, admin):
         app.include_router(module.router)
-    for extra in (events.admin, budgets.admin, budgets.holds):
+    for extra in (events.admin, budgets.admin, budgets.holds, invoices.admin):
         app.include_router(extra)
     app.add_middleware(
         BodyLimit,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from backfill.domain.events import METERS, Rejection, UsageEvent, parse_batch
 from backfill.errors import InvalidRequest
+from backfill.services import invoices
 from backfill.services.context import Context, wall_now
 from backfill.store.models import Tenant, UsageEventRow
 
@@ -48,21 +49,19 @@ def ingest(ctx: Context, items: list[Any]) -> IngestResult:
     if len(items) > MAX_BATCH:
         raise InvalidRequest(f"a batch holds at most {MAX_BATCH} events, not {len(items)}")
     checked, rejected = parse_batch(items, now=ctx.engine_now())
-    known = _known_tenants(ctx, {event.subject for _, event in checked})
+    known, closed = _known_tenants(ctx, {event.subject for _, event in checked})
     good = []
     for index, event in checked:
-        if event.subject in known:
-            good.append(event)
+        if event.subject not in known:
+            problem, field = f"no tenant {event.subject!r}", "subject"
+        elif event.subject in closed and event.time < closed[event.subject]:
+            problem, field = _closed(closed[event.subject]), "time"
         else:
-            rejected.append(
-                Rejection(
-                    index=index,
-                    message=f"no tenant {event.subject!r}",
-                    field="subject",
-                    id=event.id,
-                    source=event.source,
-                )
-            )
+            good.append(event)
+            continue
+        rejected.append(
+            Rejection(index=index, message=problem, field=field, id=event.id, source=event.source)
+        )
     rejected.sort(key=lambda r: r.index)
     if not good:
         return IngestResult(accepted=0, duplicates=0, rejected=rejected)
@@ -80,11 +79,21 @@ def _key(event: UsageEvent) -> tuple[str, str, str]:
     return event.subject, event.source, event.id
 
 
-def _known_tenants(ctx: Context, ids: set[str]) -> set[str]:
+def _known_tenants(ctx: Context, ids: set[str]) -> tuple[set[str], dict[str, datetime]]:
+    """The tenants among ``ids``, and where each one's billing is closed (finalized) until."""
     if not ids:
-        return set()
+        return set(), {}
     with ctx.unit_of_work() as session:
-        return set(session.scalars(select(Tenant.id).where(Tenant.id.in_(sorted(ids)))))
+        known = set(session.scalars(select(Tenant.id).where(Tenant.id.in_(sorted(ids)))))
+        return known, invoices.closed_until(session, known)
+
+
+def _closed(until: datetime) -> str:
+    return (
+        f"time is in a billing period already invoiced and finalized (before "
+        f"{until.isoformat()}): it can no longer be billed; ask the operator for a credit note "
+        "or a correction"
+    )
 
 
 _COLUMNS = (

@@ -69,7 +69,10 @@ def pools(ctx: Context) -> tuple[datetime, list[PoolView]]:
                     gpus=pool.gpus,
                     notice_seconds=pool.notice_seconds,
                     sellable_floor=pool.floor,
-                    prices={t.value: current_price(session, pool, t) for t in EXTERNAL_TIERS},
+                    prices={
+                        t.value: current_price(ctx, session, pool.key, t, now)
+                        for t in EXTERNAL_TIERS
+                    },
                     available={
                         t.value: available_now(t, use, pool.floor, committed)
                         for t in EXTERNAL_TIERS

@@ -109,7 +109,7 @@ def _admit_and_place(
     start, end = _period(request, now)
     pools = _candidate_pools(ctx, request)
     priced = sorted(
-        ((current_price(session, pool, request.tier), pool) for pool in pools),
+        ((current_price(ctx, session, pool.key, request.tier, now), pool) for pool in pools),
         key=lambda item: (item[0], item[1].key),
     )
     reasons: list[str] = []
@@ -157,6 +157,7 @@ def _admit_and_place(
             max_price=request.max_price,
             start_at=start if request.tier is Tier.RESERVED else None,
             end_at=end,
+            contract_price=price if request.tier is Tier.RESERVED else None,
             created_at=now,
             allocation={},
         )

@@ -52,7 +52,7 @@ def restore(ctx: Context) -> dict[str, int]:
                 ctx.engine.submit(spec)
             except BackfillError as exc:
                 lease.notice_reason = f"not restored: {exc}"[:200]
-                end_lease(session, lease, LeaseState.FAILED, now)
+                end_lease(session, lease, LeaseState.FAILED, now, reason=lease.notice_reason)
                 counts["failed"] += 1
                 continue
             if lease.state == LeaseState.NOTICED:

@@ -13,12 +13,11 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backfill.domain.fleet import Pool
 from backfill.domain.leases import LeaseState
 from backfill.domain.pricing import list_price, spot_price, utilization
 from backfill.domain.tiers import Tier
 from backfill.engines.base import EngineEvent, EventKind, Outcome
-from backfill.services import webhooks
+from backfill.services import pricebook, webhooks
 from backfill.services.context import Context, to_datetime
 from backfill.services.documents import lease_document
 from backfill.store.models import Lease, LeaseSegment, SpotPrice
@@ -35,6 +34,7 @@ def sync(ctx: Context) -> None:
     """One unit of work: apply the engine's events, re-price spot, apply what that caused."""
     with ctx.lock, ctx.unit_of_work() as session:
         apply_events(ctx, session, ctx.engine.poll())
+        pricebook.apply_changes(session, ctx.engine_now())
         reprice(ctx, session)
         apply_events(ctx, session, ctx.engine.poll())
         session.commit()
@@ -51,8 +51,10 @@ def apply_events(ctx: Context, session: Session, events: list[EngineEvent]) -> N
             lease.state = LeaseState.RUNNING
             lease.started_at = at
             lease.allocation = {node: list(idx) for node, idx in event.allocation.items()}
-            pool = ctx.engine.fleet().pool(lease.pool)
-            _open_segment(session, lease, at, current_price(session, pool, Tier(lease.tier)))
+            price = lease.contract_price
+            if price is None:
+                price = current_price(ctx, session, lease.pool, Tier(lease.tier), at)
+            _open_segment(session, lease, at, price)
         elif event.kind is EventKind.NOTICED and state is LeaseState.RUNNING:
             assert event.notice_at is not None and event.stop_at is not None
             lease.state = LeaseState.NOTICED
@@ -67,17 +69,31 @@ def apply_events(ctx: Context, session: Session, events: list[EngineEvent]) -> N
             )
         elif event.kind is EventKind.ENDED and not state.terminal:
             assert event.outcome is not None
-            end_lease(session, lease, _END_STATE[event.outcome], at, exit_code=event.exit_code)
+            end_lease(
+                session,
+                lease,
+                _END_STATE[event.outcome],
+                at,
+                exit_code=event.exit_code,
+                reason=event.reason,
+            )
     session.flush()
 
 
 def end_lease(
-    session: Session, lease: Lease, state: LeaseState, at: datetime, *, exit_code: int | None = None
+    session: Session,
+    lease: Lease,
+    state: LeaseState,
+    at: datetime,
+    *,
+    exit_code: int | None = None,
+    reason: str | None = None,
 ) -> None:
     """End a lease at ``at``: its state, its open usage segments closed, a webhook recorded."""
     lease.state = state
     lease.ended_at = at
     lease.exit_code = exit_code
+    lease.end_reason = reason[:200] if reason else None
     close_segments(session, lease.id, at)
     webhooks.enqueue(
         session, tenant_id=lease.tenant_id, event_type="lease.ended", data=lease_document(lease)
@@ -92,12 +108,14 @@ def reprice(ctx: Context, session: Session) -> None:
     """
     now = to_datetime(ctx.engine.now())
     usage = {u.pool: u for u in ctx.engine.usage()}
-    for pool in ctx.engine.fleet().pools:
+    fleet = ctx.engine.fleet()
+    for pool in fleet.pools:
         last = latest_spot(session, pool.key)
         if last is not None and now - last.at < timedelta(seconds=ctx.price_interval):
             continue
         load = usage[pool.key]
-        price = spot_price(pool.prices, utilization(load.busy + load.claimed, load.total))
+        prices = pricebook.gpu_prices(session, fleet, pool.key, now)
+        price = spot_price(prices, utilization(load.busy + load.claimed, load.total))
         if last is not None and last.price == price:
             continue
         session.add(SpotPrice(pool=pool.key, at=now, price=price))
@@ -126,10 +144,13 @@ def latest_spot(session: Session, pool_key: str) -> SpotPrice | None:
     )
 
 
-def current_price(session: Session, pool: Pool, tier: Tier) -> Decimal:
-    last = latest_spot(session, pool.key) if tier is Tier.SPOT else None
-    spot = last.price if last is not None else pool.prices.spot_floor
-    return list_price(pool.prices, tier, spot)
+def current_price(ctx: Context, session: Session, pool: str, tier: Tier, at: datetime) -> Decimal:
+    """The price per GPU-hour of ``tier`` in ``pool`` at ``at``: the book's list price, or the
+    latest spot price."""
+    prices = pricebook.gpu_prices(session, ctx.engine.fleet(), pool, at)
+    last = latest_spot(session, pool) if tier is Tier.SPOT else None
+    spot = last.price if last is not None else prices.spot_floor
+    return list_price(prices, tier, spot)
 
 
 def _open_segment(session: Session, lease: Lease, at: datetime, price: Decimal) -> None:

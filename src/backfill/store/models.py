@@ -66,6 +66,10 @@ class Lease(Base):
     notice_reason: Mapped[str | None] = mapped_column(String(200))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     allocation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    contract_price: Mapped[Decimal | None] = mapped_column(Money())
+    """Reserved: the price per GPU-hour it was signed at, billed for its whole period."""
+    end_reason: Mapped[str | None] = mapped_column(String(200))
+    """Why it ended, as the engine said (a node failure, the end of its notice)."""
 
 
 class LeaseSegment(Base):
@@ -193,3 +197,88 @@ class SpendHold(Base):
     description: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PriceRow(Base):
+    """A version of a price in the price book (``domain.pricebook``), in force from
+    ``effective_from`` until the next version of the same price."""
+
+    __tablename__ = "price_book"
+    __table_args__ = (
+        UniqueConstraint("product", "item", "dimension", "effective_from", name="uq_price_book"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product: Mapped[str] = mapped_column(String(16))
+    item: Mapped[str] = mapped_column(String(160))
+    dimension: Mapped[str] = mapped_column(String(16))
+    price: Mapped[Decimal] = mapped_column(Money())
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(String(200))
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """GPU prices: when running leases' usage segments were cut at ``effective_from``."""
+
+
+class Invoice(Base):
+    """A tenant's bill for one calendar month (UTC): a draft until finalized, then immutable."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("tenant_id", "period_start", name="uq_invoices_month"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[str | None] = mapped_column(String(40), unique=True)
+    """Given when finalized, in sequence: BF-YYYYMM-NNNNNN."""
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[Decimal] = mapped_column(Money())
+    credits: Mapped[Decimal] = mapped_column(Money())
+    """SLA credits (a positive amount taken off the subtotal)."""
+    tax: Mapped[Decimal | None] = mapped_column(Money())
+    """Left out: None until a tax engine fills it."""
+    total: Mapped[Decimal] = mapped_column(Money())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+    __table_args__ = (UniqueConstraint("invoice_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    product: Mapped[str] = mapped_column(String(16))
+    pool: Mapped[str | None] = mapped_column(String(160))
+    tier: Mapped[str | None] = mapped_column(String(16))
+    item: Mapped[str | None] = mapped_column(String(160))
+    dimension: Mapped[str | None] = mapped_column(String(16))
+    lease_id: Mapped[str | None] = mapped_column(String(40))
+    description: Mapped[str] = mapped_column(String(300))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    unit_price: Mapped[Decimal | None] = mapped_column(Money())
+    amount: Mapped[Decimal] = mapped_column(Money())
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class CreditNote(Base):
+    """A correction of a finalized invoice: the only way its amount changes after the fact."""
+
+    __tablename__ = "credit_notes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    reason: Mapped[str] = mapped_column(String(500))
+    line_position: Mapped[int | None] = mapped_column(Integer)
+    """The invoice line it corrects (None: the invoice as a whole)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
