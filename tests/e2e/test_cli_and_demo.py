@@ -189,6 +189,91 @@ def test_cli_drives_the_api(served: tuple[str, dict[str, str], Path]) -> None:
     assert nobody.returncode == 1 and "unauthorized" in nobody.stdout
 
 
+@pytest.mark.slow
+def test_cli_prices_bills_and_corrects_a_month(served: tuple[str, dict[str, str], Path]) -> None:
+    url, env, cwd = served
+    operator_key = (cwd / "state" / "operator.key").read_text().strip()
+    created = _cli(env, cwd, "tenants", "create", "acme")
+    key = re.search(r"(bf_live_\S+)", created.stdout)
+    assert key is not None
+    tenant_env = {**env, "BACKFILL_API_KEY": key.group(1)}
+    priced = _cli(
+        env,
+        cwd,
+        "prices",
+        "set",
+        "--product",
+        "tool",
+        "--item",
+        "search",
+        "--dimension",
+        "calls",
+        "--price",
+        "0.002",
+        "--json",
+    )
+    assert priced.returncode == 0, priced.stdout + priced.stderr
+    book = _cli(tenant_env, cwd, "prices", "list")
+    assert "search" in book.stdout and "us-east/H100" in book.stdout
+    lease = _cli(
+        tenant_env,
+        cwd,
+        "leases",
+        "create",
+        "--tier",
+        "on_demand",
+        "--gpus",
+        "8",
+        "--region",
+        "us-east",
+        "--accelerator",
+        "H100",
+        "--json",
+    )
+    assert lease.returncode == 0, lease.stdout + lease.stderr
+    # The manual clock starts 2026-01-05 00:00 UTC: ten hours of 8 H100s, then February.
+    operator = {"Authorization": f"Bearer {operator_key}"}
+    httpx.post(f"{url}/v1/admin/clock/advance", json={"seconds": 36_000}, headers=operator)
+    _cli(tenant_env, cwd, "leases", "stop", json.loads(lease.stdout)["id"])
+    httpx.post(f"{url}/v1/admin/clock/advance", json={"seconds": 27 * 86_400}, headers=operator)
+
+    drafted = json.loads(_cli(env, cwd, "invoices", "draft", "--month", "2026-01", "--json").stdout)
+    (invoice,) = drafted
+    assert invoice["total"] == "239.20"  # 80 GPU-hours at 2.99
+    final = _cli(env, cwd, "invoices", "finalize", invoice["id"])
+    assert final.returncode == 0 and "BF-202601-000001" in final.stdout
+    assert "239.20" in final.stdout and "ON_DEMAND" not in final.stdout
+    shown = _cli(tenant_env, cwd, "invoices", "show", invoice["id"])
+    assert "On-demand GPU time" in shown.stdout and "80 GPU-h" in shown.stdout
+    assert invoice["id"] in _cli(tenant_env, cwd, "invoices", "list").stdout
+    note = _cli(
+        env,
+        cwd,
+        "invoices",
+        "credit-note",
+        invoice["id"],
+        "--amount",
+        "9.20",
+        "--reason",
+        "goodwill",
+        "--line",
+        "1",
+    )
+    assert note.returncode == 0 and "CN-000001" in note.stdout, note.stdout
+    out = cwd / "jan.focus.csv"
+    exported = _cli(
+        tenant_env, cwd, "invoices", "export", invoice["id"], "--format", "focus", "-o", str(out)
+    )
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert out.read_text().startswith("AvailabilityZone,BilledCost,")
+    again = _cli(
+        env, cwd, "invoices", "draft", "--month", "2026-01", "--tenant", invoice["tenant_id"]
+    )
+    assert again.returncode == 1 and "credit note" in again.stdout
+    other = _cli(tenant_env, cwd, "invoices", "export", "inv_nope")
+    assert other.returncode == 1 and "not_found" in other.stdout
+
+
 def test_fleet_check_names_file_line_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "fleet.yaml"
     bad.write_text(

@@ -250,16 +250,24 @@ def test_a_month_with_a_preemption_a_node_failure_and_a_price_change_bills_as_by
 
     # A credit note corrects it; together they never exceed what was billed.
     spot_line = lines[("usage", "spot", None)]["position"]
-    note = op.post(
-        f"/v1/admin/invoices/{invoice_id}/credit-notes",
-        json={
-            "amount": "16.946667",
-            "reason": "spot billed past the owner's claim",
-            "line_position": spot_line,
-        },
-    )
+    correction = {
+        "amount": "16.946667",
+        "reason": "spot billed past the owner's claim",
+        "line_position": spot_line,
+    }
+    retry = {"Idempotency-Key": "correction-1"}
+    note = op.post(f"/v1/admin/invoices/{invoice_id}/credit-notes", json=correction, headers=retry)
     assert note.status_code == 201, note.text
     assert note.json()["number"] == "CN-000001"
+    again = op.post(f"/v1/admin/invoices/{invoice_id}/credit-notes", json=correction, headers=retry)
+    assert again.json() == note.json()  # a retry: the same note, not a second one
+    reused = op.post(
+        f"/v1/admin/invoices/{invoice_id}/credit-notes",
+        json={**correction, "amount": "1"},
+        headers=retry,
+    )
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
     too_much = op.post(
         f"/v1/admin/invoices/{invoice_id}/credit-notes",
         json={"amount": "300.000001", "reason": "x", "line_position": spot_line},
@@ -333,6 +341,15 @@ def test_bad_billing_requests_are_refused_and_change_nothing(platform: Platform)
         effective_from="2026-02-01T00:00:00Z",
     )
     assert twice.status_code == 201
+    retried = price(
+        platform,
+        product="tool",
+        item="search",
+        dimension="calls",
+        price="0.003",
+        effective_from="2026-02-01T00:00:00Z",
+    )
+    assert retried.status_code == 201 and retried.json() == twice.json()
     clash = price(
         platform,
         product="tool",
@@ -360,7 +377,7 @@ def test_bad_billing_requests_are_refused_and_change_nothing(platform: Platform)
     assert op.get("/v1/admin/invoices").json()["data"] == []
     draft = op.post("/v1/admin/invoices", json={"month": "2026-01", "tenant_id": tenant}).json()
     invoice_id = draft["data"][0]["id"]
-    assert draft["data"][0]["total"] == "0"
+    assert draft["data"][0]["total"] == "0.00"
     note = op.post(
         f"/v1/admin/invoices/{invoice_id}/credit-notes", json={"amount": "1", "reason": "goodwill"}
     )

@@ -50,8 +50,15 @@ def lease_document(lease: Lease) -> dict[str, Any]:
     }
 
 
+CENT = Decimal("0.01")
+
+
 def _money(value: Decimal | None) -> str | None:
-    return str(value) if value is not None else None
+    """An amount as a string: to the cent at least, to the micro-unit where it has them."""
+    if value is None:
+        return None
+    exact = value.normalize()
+    return str(exact.quantize(CENT) if exact.as_tuple().exponent > -2 else exact)  # type: ignore[operator]
 
 
 def invoice_document(view: InvoiceView) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backfill.domain.rating import LineItem
-from backfill.errors import Conflict, InvalidRequest, NotFound
+from backfill.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound
 from backfill.services import rating
 from backfill.services.budgets import check_amount
 from backfill.services.context import Context
@@ -175,13 +175,30 @@ def credit_note(
     amount: Decimal,
     reason: str,
     line_position: int | None = None,
+    idempotency_key: str | None = None,
 ) -> CreditNote:
-    """Correct a finalized invoice by ``amount`` (of one line, or of the whole)."""
+    """Correct a finalized invoice by ``amount`` (of one line, or of the whole). The same
+    ``idempotency_key`` and request give the same note back, never a second one."""
     check_amount(amount, "amount")
     if not 1 <= len(reason.strip()) <= 500:
         raise InvalidRequest("say why, in 1..500 characters", field="reason")
     with ctx.lock, ctx.unit_of_work() as session:
         invoice = _get(session, invoice_id)
+        if idempotency_key is not None:
+            earlier = session.scalar(
+                select(CreditNote).where(
+                    CreditNote.invoice_id == invoice.id,
+                    CreditNote.idempotency_key == idempotency_key,
+                )
+            )
+            if earlier is not None:
+                same = (earlier.amount, earlier.reason, earlier.line_position)
+                if same != (amount, reason.strip(), line_position):
+                    raise IdempotencyKeyReused(
+                        "this Idempotency-Key was used with a different request",
+                        field="Idempotency-Key",
+                    )
+                return earlier
         if invoice.status != FINALIZED:
             raise Conflict(
                 "a draft is corrected by drafting it again; credit notes correct finalized "
@@ -218,6 +235,7 @@ def credit_note(
             amount=amount,
             reason=reason.strip(),
             line_position=line_position,
+            idempotency_key=idempotency_key,
             created_at=ctx.engine_now(),
         )
         session.add(note)

@@ -49,7 +49,9 @@ def set_price(
     effective_from: datetime | None = None,
     note: str | None = None,
 ) -> PriceRow:
-    """Schedule a price from ``effective_from`` (default: now). The past cannot be repriced."""
+    """Schedule a price from ``effective_from`` (default: now). The past cannot be repriced.
+    Sending the same price again is a retry and changes nothing; another price for the same
+    moment is a Conflict."""
     problem = check_dimension(product, dimension)
     if problem is not None:
         raise InvalidRequest(problem, field="dimension" if product in problem else "product")
@@ -89,6 +91,17 @@ def set_price(
             apply_changes(session, now)
             session.commit()
         except IntegrityError:
+            session.rollback()
+            earlier = session.scalar(
+                select(PriceRow).where(
+                    PriceRow.product == product,
+                    PriceRow.item == item,
+                    PriceRow.dimension == dimension,
+                    PriceRow.effective_from == at.replace(microsecond=0),
+                )
+            )
+            if earlier is not None and earlier.price == price:
+                return earlier  # a retry of the same request
             raise Conflict(
                 f"{product} {item} {dimension} already has a price from {at.isoformat()}",
                 field="effective_from",

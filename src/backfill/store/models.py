@@ -272,6 +272,7 @@ class CreditNote(Base):
     """A correction of a finalized invoice: the only way its amount changes after the fact."""
 
     __tablename__ = "credit_notes"
+    __table_args__ = (UniqueConstraint("invoice_id", "idempotency_key"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     number: Mapped[str] = mapped_column(String(40), unique=True)
@@ -281,4 +282,5 @@ class CreditNote(Base):
     reason: Mapped[str] = mapped_column(String(500))
     line_position: Mapped[int | None] = mapped_column(Integer)
     """The invoice line it corrects (None: the invoice as a whole)."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

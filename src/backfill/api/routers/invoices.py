@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from backfill.api.auth import context, operator, tenant_id
 from backfill.api.invoice_schemas import (
@@ -152,14 +152,19 @@ def finalize_invoice(invoice_id: str, ctx: Context = Depends(context)) -> Invoic
     status_code=status.HTTP_201_CREATED,
 )
 def create_credit_note(
-    invoice_id: str, body: CreditNoteCreate, ctx: Context = Depends(context)
+    invoice_id: str,
+    body: CreditNoteCreate,
+    ctx: Context = Depends(context),
+    idempotency_key: str | None = Header(None, max_length=255, min_length=1),
 ) -> CreditNoteRead:
-    """Correct a finalized invoice (or one of its lines) by an amount, saying why."""
+    """Correct a finalized invoice (or one of its lines) by an amount, saying why. Retry with
+    the same ``Idempotency-Key`` to get the same credit note back."""
     note = invoice_service.credit_note(
         ctx,
         invoice_id=invoice_id,
         amount=body.amount,
         reason=body.reason,
         line_position=body.line_position,
+        idempotency_key=idempotency_key,
     )
     return CreditNoteRead.model_validate(credit_note_document(note))

@@ -33,9 +33,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("note", sa.String(200), nullable=True),
         sa.Column("applied_at", UTCDateTime(), nullable=True),
-        sa.UniqueConstraint(
-            "product", "item", "dimension", "effective_from", name="uq_price_book"
-        ),
+        sa.UniqueConstraint("product", "item", "dimension", "effective_from", name="uq_price_book"),
     )
     op.create_table(
         "invoices",
@@ -87,7 +85,9 @@ def upgrade() -> None:
         sa.Column("amount", Money(), nullable=False),
         sa.Column("reason", sa.String(500), nullable=False),
         sa.Column("line_position", sa.Integer(), nullable=True),
+        sa.Column("idempotency_key", sa.String(255), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.UniqueConstraint("invoice_id", "idempotency_key"),
     )
     op.create_index("ix_credit_notes_invoice_id", "credit_notes", ["invoice_id"])
     op.create_index("ix_credit_notes_tenant_id", "credit_notes", ["tenant_id"])
