@@ -210,7 +210,7 @@ def invoice(data: dict[str, Any]) -> Group:
             str(line["position"]),
             Text(line["description"], style=style or ""),
             quantity,
-            line["unit_price"] or "market",
+            "—" if line["kind"] == "sla_credit" else line["unit_price"] or "market",
             Text(f"{Decimal(line['amount']):,.2f}", style=style or ""),
         )
     table.add_section()

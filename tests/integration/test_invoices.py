@@ -197,9 +197,9 @@ def test_a_month_with_a_preemption_a_node_failure_and_a_price_change_bills_as_by
     assert Decimal(lines[("usage", "spot", None)]["amount"]) == spot_cost
     assert lines[("usage", "spot", None)]["quantity"] == spot_seconds
     assert Decimal(lines[("commitment", "reserved", "2.39")]["amount"]) == reserved_cost
-    assert Decimal(lines[("usage", "input", "0.1")]["amount"]) == Decimal("0.10")
-    assert Decimal(lines[("usage", "output", "0.4")]["amount"]) == Decimal("0.80")
-    assert Decimal(lines[("usage", "output", "0.5")]["amount"]) == Decimal("0.25")
+    assert Decimal(lines[("usage", "input", "0.10")]["amount"]) == Decimal("0.10")
+    assert Decimal(lines[("usage", "output", "0.40")]["amount"]) == Decimal("0.80")
+    assert Decimal(lines[("usage", "output", "0.50")]["amount"]) == Decimal("0.25")
     credit = lines[("sla_credit", "on_demand", None)]
     assert Decimal(credit["amount"]) == -sla_credit
     evidence = credit["evidence"]
@@ -386,3 +386,40 @@ def test_bad_billing_requests_are_refused_and_change_nothing(platform: Platform)
     assert acme.get("/v1/invoices/inv_nope").status_code == 404
     bad_format = acme.get(f"/v1/invoices/{invoice_id}/export", params={"format": "pdf"})
     assert bad_format.status_code == 422
+
+
+def test_usage_across_a_month_boundary_is_billed_once_split_at_midnight(
+    platform: Platform,
+) -> None:
+    acme, tenant = platform.tenant_and_id("acme")
+    op = platform.operator
+    advance_to(platform, datetime(2026, 1, 31, 12, tzinfo=UTC))
+    lease = acme.post("/v1/leases", json={"tier": "on_demand", "gpus": 4, **H100}).json()
+    reservation = acme.post(
+        "/v1/leases",
+        json={
+            "tier": "reserved",
+            "gpus": 8,
+            "start": "2026-01-31T18:00:00Z",
+            "end": "2026-02-02T00:00:00Z",
+            **H100,
+        },
+    ).json()
+    assert reservation["state"] == "pending", reservation
+    advance_to(platform, datetime(2026, 2, 1, 12, tzinfo=UTC))
+    acme.delete(f"/v1/leases/{lease['id']}")
+    advance_to(platform, datetime(2026, 3, 1, tzinfo=UTC))
+    january = op.post("/v1/admin/invoices", json={"month": "2026-01"}).json()["data"][0]
+    february = op.post("/v1/admin/invoices", json={"month": "2026-02"}).json()["data"][0]
+    assert [m["period_start"][:7] for m in (january, february)] == ["2026-01", "2026-02"]
+    # 12 h of 4 GPUs at 2.99 on each side of midnight; the reservation 6 h, then 24 h, at 2.39.
+    assert Decimal(january["total"]) == 4 * 12 * Decimal("2.99") + 8 * 6 * Decimal("2.39")
+    assert Decimal(february["total"]) == 4 * 12 * Decimal("2.99") + 8 * 24 * Decimal("2.39")
+    usage = acme.get("/v1/usage").json()
+    od_cost = sum(Decimal(s["cost"]) for s in usage["segments"] if s["tier"] == "on_demand")
+    assert od_cost == 4 * 24 * Decimal("2.99")  # the meter and the two invoices agree
+    assert [i["period_start"][:7] for i in acme.get("/v1/invoices").json()["data"]] == [
+        "2026-02",
+        "2026-01",
+    ]
+    assert tenant == january["tenant_id"] == february["tenant_id"]

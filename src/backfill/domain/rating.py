@@ -25,6 +25,18 @@ from backfill.domain.pricebook import BASE_UNITS, PER_PRICE_UNIT, PRICE_UNITS
 
 MICRO = Decimal("0.000001")
 USAGE, COMMITMENT, SLA_CREDIT = "usage", "commitment", "sla_credit"
+_PER = {"gpu_hour": "GPU-hour", "1M_tokens": "million tokens", "call": "call"}
+
+
+def shown(value: Decimal) -> str:
+    """An amount or price for people: to the cent at least, to the micro-unit where it has them."""
+    exact = value.normalize()
+    places = exact.as_tuple().exponent
+    return str(
+        exact.quantize(Decimal("0.01")) if isinstance(places, int) and places > -2 else exact
+    )
+
+
 _TIER_NAME = {"on_demand": "On-demand", "reserved": "Reserved"}
 
 
@@ -143,7 +155,7 @@ def rate_gpu(segments: Iterable[Segment], since: datetime, until: datetime) -> l
             amount=amount(gpu_seconds, price, "gpu"),
             period_start=since,
             period_end=until,
-            description=f"{_TIER_NAME[tier]} GPU time, {pool}, at {price} per GPU-hour",
+            description=f"{_TIER_NAME[tier]} GPU time, {pool}, at {shown(price)} per GPU-hour",
         )
         for (tenant, pool, tier, price), gpu_seconds in firm.items()
     ]
@@ -194,7 +206,7 @@ def rate_contracts(
                 period_end=min(c.end, until),
                 description=(
                     f"Reserved {c.gpus} GPUs, {c.pool}, {c.start:%Y-%m-%d %H:%M} to "
-                    f"{c.end:%Y-%m-%d %H:%M} UTC, at {c.price} per GPU-hour"
+                    f"{c.end:%Y-%m-%d %H:%M} UTC, at {shown(c.price)} per GPU-hour"
                 ),
                 lease_id=c.lease_id,
             )
@@ -221,7 +233,8 @@ def rate_units(totals: Iterable[UnitTotal], since: datetime, until: datetime) ->
     lines = []
     for (tenant, product, item, dimension, price), units in summed.items():
         what = f"{item} {_WHAT[(product, dimension)]}"
-        priced = f"at {price} per {PRICE_UNITS[product]}" if price is not None else "unpriced"
+        per = _PER[PRICE_UNITS[product]]
+        priced = f"at {shown(price)} per {per}" if price is not None else "unpriced"
         lines.append(
             LineItem(
                 tenant_id=tenant,

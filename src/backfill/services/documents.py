@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from backfill.domain.pricebook import BASE_UNITS, PRICE_UNITS
+from backfill.domain.rating import shown
 from backfill.store.models import CreditNote, InvoiceLine, Lease
 
 if TYPE_CHECKING:
@@ -50,15 +51,9 @@ def lease_document(lease: Lease) -> dict[str, Any]:
     }
 
 
-CENT = Decimal("0.01")
-
-
 def _money(value: Decimal | None) -> str | None:
     """An amount as a string: to the cent at least, to the micro-unit where it has them."""
-    if value is None:
-        return None
-    exact = value.normalize()
-    return str(exact.quantize(CENT) if exact.as_tuple().exponent > -2 else exact)  # type: ignore[operator]
+    return shown(value) if value is not None else None
 
 
 def invoice_document(view: InvoiceView) -> dict[str, Any]:

@@ -25,8 +25,9 @@ from backfill.domain.rating import (
     rate_contracts,
     rate_gpu,
     rate_units,
+    shown,
 )
-from backfill.domain.sla import LeaseRun, availability, credit
+from backfill.domain.sla import POLICIES, LeaseRun, availability, credit
 from backfill.services import pricebook
 from backfill.services.context import Context
 from backfill.services.sync import sync
@@ -215,8 +216,9 @@ def _sla_credits(
                 period_start=measured.window_start,
                 period_end=measured.window_end,
                 description=(
-                    f"SLA credit, {lease.tier} lease {lease.id}: {measured.percent} % available, "
-                    f"{percent} % of its {base} back"
+                    f"SLA credit, {lease.tier} lease {lease.id}: {measured.percent} % available "
+                    f"(promised {POLICIES[lease.tier].target} %), {percent} % of its "
+                    f"{shown(base)} back"
                 ),
                 lease_id=lease.id,
                 evidence={
