@@ -286,6 +286,46 @@ def usage(api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = 
     _emit(data, as_json, terminal.usage)
 
 
+Since = Annotated[
+    str | None, typer.Option(help="Start, RFC 3339 (default: the start of this month, UTC).")
+]
+Until = Annotated[str | None, typer.Option(help="End, RFC 3339 (default: now).")]
+
+
+@app.command()
+def revenue(
+    since: Since = None,
+    until: Until = None,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Revenue per pool, tier and tenant; idle GPU-hours sold and left; showback (operator)."""
+    with _client(api_url, key, "operator.key") as client:
+        data = _call(client.revenue, since=since, until=until)
+    _emit(data, as_json, terminal.revenue)
+
+
+@app.command()
+def reconcile(
+    since: Since = None,
+    until: Until = None,
+    api_url: ApiUrl = DEFAULT_URL,
+    key: ApiKey = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Metered usage against the engine's own accounting, lease by lease (operator)."""
+    from datetime import UTC, datetime
+
+    with _client(api_url, key, "operator.key") as client:
+        if since is None:  # the month of the engine's clock, which may not be the wall clock's
+            now = datetime.fromisoformat(_call(client.clock)["now"].replace("Z", "+00:00"))
+            start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            since = start.isoformat()
+        data = _call(client.reconciliation, since=since, until=until)
+    _emit(data, as_json, terminal.reconciliation)
+
+
 @invoices_app.command("list")
 def invoices_list(
     month: Annotated[str | None, typer.Option(help="YYYY-MM (operator).")] = None,

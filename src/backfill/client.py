@@ -109,6 +109,17 @@ class BackfillClient:
     def advance(self, seconds: int) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/admin/clock/advance", json={"seconds": seconds}))
 
+    def clock(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/admin/clock"))
+
+    def revenue(self, *, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("since", since), ("until", until)) if v}
+        return dict(self._call("GET", "/v1/admin/revenue", params=params))
+
+    def reconciliation(self, *, since: str, until: str | None = None) -> dict[str, Any]:
+        params = {"since": since, **({"until": until} if until else {})}
+        return dict(self._call("GET", "/v1/admin/reconciliation", params=params))
+
     # billing
     def prices(self, *, product: str | None = None) -> list[dict[str, Any]]:
         params = {"product": product} if product else {}

@@ -238,3 +238,77 @@ def _quantity(line: dict[str, Any]) -> str:
     amount = Decimal(line["quantity"]) / per
     unit = {"gpu_hour": "GPU-h", "1M_tokens": "M tokens", "call": "calls"}[line["price_unit"]]
     return f"{amount:,.4f} {unit}".replace(".0000 ", " ")
+
+
+def revenue(data: dict[str, Any]) -> Group:
+    """The owner's books over a window: GPU-hours per pool (capacity, the owner's, sold, idle
+    left, the share of the would-be idle sold), revenue per pool, tier and tenant, showback."""
+    window = f"{data['since']} → {data['until']}"
+    pools = Table(title=f"GPU-hours by pool, {window}", title_justify="left")
+    for column in ("pool", "capacity", "internal", "sold", "idle left", "sold share", "revenue $"):
+        pools.add_column(column, justify="left" if column == "pool" else "right")
+    for row in [*data["pools"], data["totals"]]:
+        hours, share = row["gpu_hours"], row["sold_share"]
+        if row is data["totals"]:
+            pools.add_section()
+        pools.add_row(
+            row["pool"],
+            f"{Decimal(hours['capacity']):,.1f}",
+            Text(f"{Decimal(hours['internal']):,.1f}", style=TIER_STYLE["internal"]),
+            f"{Decimal(hours['sold']):,.1f}",
+            Text(f"{Decimal(hours['idle']):,.1f}", style="dim"),
+            "—" if share is None else f"{Decimal(share):.1%}",
+            f"{Decimal(row['revenue']):,.2f}",
+        )
+    earned = Table(title="Revenue by pool, tier and tenant", title_justify="left")
+    for column in ("pool", "tier", "tenant", "amount $"):
+        earned.add_column(column, justify="right" if column == "amount $" else "left")
+    for row in data["revenue"]:
+        tier = row["tier"] or row["product"]
+        earned.add_row(
+            row["pool"] or "—",
+            Text(tier, style=TIER_STYLE.get(tier, "")),
+            row["tenant_name"] or row["tenant_id"],
+            f"{Decimal(row['amount']):,.2f}",
+        )
+    showback = Table(title="Showback: the owner's work at on-demand list", title_justify="left")
+    for column in ("pool", "team", "GPU-hours", "$/GPU-h", "amount $"):
+        showback.add_column(column, justify="left" if column in ("pool", "team") else "right")
+    for row in data["showback"]:
+        showback.add_row(
+            row["pool"],
+            row["team"],
+            f"{Decimal(row['gpu_hours']):,.1f}",
+            row["price_per_gpu_hour"],
+            f"{Decimal(row['amount']):,.2f}",
+        )
+    total = f"showback total {Decimal(data['totals']['showback']):,.2f}"
+    return Group(pools, earned, showback, Text(total, style="bold"))
+
+
+def reconciliation(data: dict[str, Any]) -> Group:
+    """Metered GPU-seconds against the engine's accounting, and every lease that differs."""
+    summary = (
+        f"{data['engine']} engine, {data['since']} → {data['until']}: {data['leases']} lease(s), "
+        f"metered {data['metered_gpu_seconds']:,} GPU-s, accounted "
+        f"{data['engine_gpu_seconds']:,} GPU-s"
+    )
+    if not data["differences"]:
+        return Group(Text(summary), Text("no differences", style="green"))
+    table = Table(title=f"{len(data['differences'])} difference(s)", title_justify="left")
+    for column in ("lease", "tenant", "metered", "accounted", "diff", "job", "state", "reason"):
+        table.add_column(
+            column, justify="right" if column in ("metered", "accounted", "diff") else "left"
+        )
+    for d in data["differences"]:
+        table.add_row(
+            d["lease_id"],
+            d["tenant_id"] or "",
+            f"{d['metered_gpu_seconds']:,}",
+            f"{d['engine_gpu_seconds']:,}",
+            Text(f"{d['gpu_seconds']:+,}", style="red"),
+            d["engine_id"] or "",
+            d["engine_state"] or "",
+            d["reason"],
+        )
+    return Group(Text(summary), table)

@@ -442,3 +442,36 @@ def test_replay_names_the_bad_line_of_a_trace(tmp_path: Path) -> None:
     result = _cli(_env(tmp_path), tmp_path, "replay", str(trace), "--format", "csv", "--nodes", "2")
     assert result.returncode == 1
     assert f"{trace}:3" in result.stdout and "duration" in result.stdout
+
+
+@pytest.mark.slow
+def test_cli_shows_the_owners_books_and_reconciles(
+    served: tuple[str, dict[str, str], Path],
+) -> None:
+    url, env, cwd = served
+    operator = {"Authorization": f"Bearer {(cwd / 'state' / 'operator.key').read_text().strip()}"}
+    key = re.search(r"(bf_live_\S+)", _cli(env, cwd, "tenants", "create", "acme").stdout)
+    assert key is not None
+    tenant_env = {**env, "BACKFILL_API_KEY": key.group(1)}
+    where = ("--region", "us-east", "--accelerator", "H100")
+    leased = _cli(tenant_env, cwd, "leases", "create", "--tier", "on_demand", "--gpus", "8", *where)
+    assert leased.returncode == 0, leased.stdout + leased.stderr
+    internal = ("internal", "submit", "--gpus", "8", "--team", "research")
+    job = _cli(env, cwd, *internal, "--region", "eu-west", "--accelerator", "A100")
+    assert job.returncode == 0, job.stdout + job.stderr
+    httpx.post(f"{url}/v1/admin/clock/advance", json={"seconds": 3600}, headers=operator)
+
+    books = json.loads(_cli(env, cwd, "revenue", "--json").stdout)
+    assert [(r["pool"], r["tier"], r["amount"]) for r in books["revenue"]] == [
+        ("us-east/H100", "on_demand", "23.920000")  # 8 GPU-hours at 2.99
+    ]
+    assert [(s["team"], s["amount"]) for s in books["showback"]] == [("research", "14.320000")]
+    table = _cli(env, cwd, "revenue")
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert all(word in table.stdout for word in ("us-east/H100", "acme", "research", "23.92"))
+
+    checked = json.loads(_cli(env, cwd, "reconcile", "--json").stdout)
+    assert checked["differences"] == [] and checked["metered_gpu_seconds"] == 8 * 3600
+    shown = _cli(env, cwd, "reconcile", "--since", "2026-01-05T00:00:00Z")
+    assert shown.returncode == 0 and "no differences" in shown.stdout, shown.stdout
+    assert _cli(tenant_env, cwd, "revenue").returncode == 1  # the operator's only

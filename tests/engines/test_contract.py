@@ -221,7 +221,7 @@ def test_accounting_matches_the_events(harness: Harness) -> None:
     books = records()
     for workload, tier, gpus in ((lease, SPOT, 2), (owner, INT, 8)):
         record = books[workload]
-        assert record.tier is tier and record.gpus == gpus
+        assert record.tier is tier and record.gpus == gpus and record.pool == POOL
         assert record.started_at == h.one(workload, STARTED).at
         assert record.ended_at == h.one(workload, ENDED).at
     assert books[lease].owner.endswith("contract")

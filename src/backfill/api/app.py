@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from backfill import __version__
-from backfill.api import errors
+from backfill.api import errors, metrics
 from backfill.api.limits import BodyLimit
 from backfill.api.routers import (
     admin,
@@ -14,6 +14,7 @@ from backfill.api.routers import (
     events,
     invoices,
     leases,
+    owner,
     usage,
     webhooks,
 )
@@ -30,10 +31,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for module in (catalog, leases, usage, events, budgets, invoices, webhooks, admin):
+    for module in (catalog, leases, usage, events, budgets, invoices, webhooks, admin, owner):
         app.include_router(module.router)
-    for extra in (events.admin, budgets.admin, budgets.holds, invoices.admin):
+    for extra in (events.admin, budgets.admin, budgets.holds, invoices.admin, owner.metrics):
         app.include_router(extra)
+    app.state.metrics = metrics.registry(runtime.ctx)  # one registry per app, read at scrape
     app.add_middleware(
         BodyLimit,
         max_bytes=runtime.settings.max_body_bytes,

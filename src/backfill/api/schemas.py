@@ -349,3 +349,62 @@ class HoldRead(BaseModel):
     description: str | None
     created_at: datetime
     closed_at: datetime | None
+
+
+class PoolBooksRead(BaseModel):
+    pool: str
+    gpus: int
+    on_demand_price: Decimal | None = Field(
+        description="list price per GPU-hour: what showback charges (null in the totals)"
+    )
+    gpu_seconds: dict[str, int] = Field(
+        description="capacity (GPUs × window), internal, reserved, on_demand, spot, idle (left "
+        "idle), sold (every external tier), would_be_idle (capacity − internal)"
+    )
+    gpu_hours: dict[str, Decimal] = Field(description="the same, in GPU-hours (4 places)")
+    sold_share: Decimal | None = Field(
+        description="sold / would_be_idle; null when the owner's work left nothing free"
+    )
+    revenue: Decimal
+    showback: Decimal = Field(description="internal GPU-hours at the on-demand list price")
+
+
+class RevenueRowRead(BaseModel):
+    product: str = Field(description="gpu, inference, finetune or tool")
+    pool: str | None
+    tier: str | None
+    tenant_id: str
+    tenant_name: str | None
+    amount: Decimal
+
+
+class ShowbackRead(BaseModel):
+    pool: str
+    team: str = Field(description="the owner's team (the engine's account of the work)")
+    gpu_seconds: int
+    gpu_hours: Decimal
+    price_per_gpu_hour: Decimal
+    amount: Decimal
+
+
+class RevenueReportRead(BaseModel):
+    object: Literal["revenue_report"] = "revenue_report"
+    since: datetime
+    until: datetime = Field(description="the end asked for, capped at the engine's now")
+    engine: str
+    window_seconds: int
+    pools: list[PoolBooksRead]
+    revenue: list[RevenueRowRead]
+    showback: list[ShowbackRead]
+    totals: PoolBooksRead = Field(description="every pool added up (pool: all)")
+
+
+class NodeDown(Strict):
+    reason: str = Field(min_length=1, max_length=200, description="why it is out of service")
+
+
+class NodeRead(BaseModel):
+    object: Literal["node"] = "node"
+    name: str
+    pool: str
+    state: Literal["down", "up"]

@@ -117,6 +117,8 @@ class AccountRecord:
 
     workload: str
     tier: Tier
+    pool: str
+    """The key of the pool whose GPUs it held."""
     owner: str
     gpus: int
     started_at: float | None

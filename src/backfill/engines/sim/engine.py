@@ -302,6 +302,7 @@ class SimEngine(FleetEngine):
                 AccountRecord(
                     workload=w.spec.id,
                     tier=w.spec.tier,
+                    pool=w.spec.pool,
                     owner=w.spec.owner,
                     gpus=w.spec.gpus,
                     started_at=w.started_at,

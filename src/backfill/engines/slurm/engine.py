@@ -533,7 +533,8 @@ class SlurmEngine(FleetEngine):
             ]
 
     def accounting(self, since: float, until: float) -> list[AccountRecord]:
-        """``sacct``: every job with GPUs that ran within the window, Backfill's and the owner's."""
+        """``sacct``: every job with GPUs that ran within the window on the fleet's nodes,
+        Backfill's and the owner's (jobs on nodes of other partitions are not the fleet's)."""
         window = ("-S", _utc(since), "-E", _utc(until))
         document = self.cli.json("sacct", "-X", "--allusers", *window)
         records = []
@@ -543,12 +544,17 @@ class SlurmEngine(FleetEngine):
             start, end = _epoch(times.get("start")), _epoch(times.get("end"))
             if gpus <= 0 or start is None or start >= until or (end is not None and end <= since):
                 continue
+            nodes = expand_hostlist(str(job.get("nodes") or ""))
+            pool = next((self._pool_of_node[n] for n in nodes if n in self._pool_of_node), None)
+            if pool is None:
+                continue
             lease = self._lease_of(job)
             state = str(job.get("state", {}).get("current", ""))
             records.append(
                 AccountRecord(
                     workload=str(job.get("name")) if lease else f"slurm-{job['job_id']}",
                     tier=lease[0] if lease else Tier.INTERNAL,
+                    pool=pool.key,
                     owner=lease[1] if lease else str(job.get("account") or ""),
                     gpus=gpus,
                     started_at=start,
