@@ -16,7 +16,7 @@ from backfill.engines.base import FleetEngine
 from backfill.engines.sim import ManualClock, OwnerWorkload, SimEngine, WallClock
 from backfill.errors import Conflict
 from backfill.inventory import demo_fleet_path, load_fleet
-from backfill.services import recovery, tenants, webhooks
+from backfill.services import budgets, recovery, tenants, webhooks
 from backfill.services.context import Context
 from backfill.services.sync import sync
 from backfill.store.db import connect, migrate, sessions
@@ -137,8 +137,11 @@ class Runtime:
         return SlurmEngine(config)
 
     def tick(self) -> None:
-        """Apply what the engine did, re-price spot, send due webhooks."""
+        """Apply what the engine did, re-price spot, notice the leases of tenants whose credit is
+        spent (and apply those notices), send due webhooks."""
         sync(self.ctx)
+        if budgets.enforce_credit(self.ctx):
+            sync(self.ctx)
         webhooks.deliver_due(self.ctx)
 
     def advance(self, seconds: float) -> float:

@@ -2,7 +2,8 @@
 
 Inventory; a lease started and stopped; refusals; spot noticed and then preempted when the owner's
 work needs its GPUs (the owner's job sent as its teams send it: on Slurm, plain ``sbatch``), never
-before the notice has run out; on-demand never taken back; a Backfill notice; usage per tier.
+before the notice has run out; on-demand never taken back by the owner's work; a Backfill notice
+(spot or on-demand); a node that goes down and comes back; usage per tier.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def test_on_demand_is_never_taken_back(harness: Harness) -> None:
     assert sum(h.has(i, NOTICED) for i in spot) == 1
     assert h.engine.workload(firm).state is WorkloadState.RUNNING
     with pytest.raises(Conflict):
-        h.engine.notice(firm, reason="on-demand cannot be noticed")
+        h.engine.notice(owner, reason="internal work cannot be noticed")
 
 
 def test_on_demand_takes_spot_gpus_with_notice(harness: Harness) -> None:
@@ -160,6 +161,87 @@ def test_backfill_notice_ends_spot_at_the_notice_end(harness: Harness) -> None:
     ended = h.one(lease, ENDED)
     assert ended.outcome is Outcome.PREEMPTED and ended.at >= notice.stop_at
     assert usage(h) == {}
+
+
+def test_backfill_notice_ends_on_demand_at_the_notice_end(harness: Harness) -> None:
+    h = harness
+    lease = h.lease("lse_credit", OD, 8)
+    h.until("the lease started", lambda: h.has(lease, STARTED), 30)
+    h.engine.notice(lease, reason="credit exhausted")
+    h.engine.notice(lease, reason="again")  # idempotent: the first notice stands
+    h.until("the notice", lambda: h.has(lease, NOTICED), 5)
+    notice = h.one(lease, NOTICED)
+    assert notice.reason == "credit exhausted" and notice.tier is OD
+    assert notice.stop_at is not None and notice.stop_at - notice.at >= NOTICE - 1e-9
+    assert h.engine.workload(lease).state is WorkloadState.NOTICED
+    assert usage(h) == {OD: 8}  # it runs out its notice
+    h.until("the lease ended", lambda: h.has(lease, ENDED), WAIT)
+    ended = h.one(lease, ENDED)
+    assert ended.outcome is Outcome.PREEMPTED and ended.at >= notice.stop_at
+    assert usage(h) == {}
+    with pytest.raises(Conflict):
+        h.engine.notice(lease, reason="ended work cannot be noticed")
+
+
+def test_a_node_down_fails_the_work_on_it_and_is_not_used_until_up(harness: Harness) -> None:
+    h = harness
+    firm = h.lease("lse_nd", OD, 8)
+    h.until("the lease started", lambda: h.has(firm, STARTED), 30)
+    (node,) = h.one(firm, STARTED).allocation
+    h.engine.set_node_down(node, reason="disk failed")
+    h.engine.set_node_down(node, reason="again")  # idempotent
+    h.until("the lease ended", lambda: h.has(firm, ENDED), 30)
+    ended = h.one(firm, ENDED)
+    assert ended.outcome is Outcome.FAILED and ended.exit_code is None
+    assert ended.reason == f"node {node} down: disk failed"
+    assert h.engine.workload(firm).state is WorkloadState.ENDED
+    with pytest.raises(NotFound):
+        h.engine.set_node_down("gpu99", reason="no such node")
+    with pytest.raises(NotFound):
+        h.engine.set_node_up("gpu99")
+
+    # Its GPUs go to no one: three whole nodes can be had, not a GPU more.
+    others = [h.lease(f"lse_nd{i}", SPOT, 8) for i in range(3)]
+    h.until("three leases running", lambda: all(h.has(i, STARTED) for i in others), 30)
+    assert all(node not in h.one(i, STARTED).allocation for i in others)
+    with pytest.raises(InsufficientCapacity):
+        h.lease("lse_ndx", SPOT, 1)
+    assert usage(h) == {SPOT: 24}
+
+    h.engine.set_node_up(node)
+    h.engine.set_node_up(node)  # idempotent
+    admitted: list[str] = []
+
+    def lease_on_it() -> bool:  # (a real cluster takes a moment to hear from the node again)
+        try:
+            admitted.append(h.lease(f"lse_ndback{len(admitted)}", SPOT, 8))
+        except InsufficientCapacity:
+            return False
+        return True
+
+    h.until("a lease admitted on the node again", lease_on_it, 30)
+    (back,) = admitted
+    h.until("the lease on it started", lambda: h.has(back, STARTED), 30)
+    assert set(h.one(back, STARTED).allocation) == {node}
+    assert usage(h) == {SPOT: 32}
+
+
+def test_work_waiting_for_gpus_keeps_waiting_through_a_node_failure(harness: Harness) -> None:
+    h = harness
+    firm = [h.lease(f"lse_w{i}", OD, 8) for i in range(4)]
+    h.until("four leases running", lambda: all(h.has(i, STARTED) for i in firm), 30)
+    owner = h.owner_job(8, 5)  # no GPU for it: it waits
+    (node,) = h.one(firm[0], STARTED).allocation
+    h.engine.set_node_down(node, reason="lost power")
+    h.until("the lease on it ended", lambda: h.has(firm[0], ENDED), 30)
+    h.sleep(3)
+    h.read()
+    assert not h.has(owner, STARTED) and not h.has(owner, ENDED)
+    assert [i for i in firm if h.has(i, ENDED)] == [firm[0]]
+    assert h.one(firm[0], ENDED).reason == f"node {node} down: lost power"
+    h.engine.set_node_up(node)
+    h.until("the owner's job started", lambda: h.has(owner, STARTED), 60)
+    assert set(h.one(owner, STARTED).allocation) == {node}
 
 
 def test_reserved_keeps_the_owners_work_off_its_nodes_for_its_period(harness: Harness) -> None:

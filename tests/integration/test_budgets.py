@@ -1,4 +1,5 @@
-"""Budgets through the API, on SQLite and PostgreSQL: concurrent holds never overspend."""
+"""Budgets through the API, on SQLite and PostgreSQL: concurrent holds never overspend; a tenant
+whose credit runs out gets notices, a post-paid one never."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from decimal import Decimal
 
 import httpx
 
-from tests.conftest import Platform
+from backfill.services.budgets import enforce_credit
+from tests.conftest import Platform, WebhookReceiver
 
 
 def hold(client: httpx.Client, tenant: str, amount: str, key: str | None = None) -> httpx.Response:
@@ -129,3 +131,50 @@ def test_a_tenant_on_credit_gets_a_lease_only_while_the_credit_covers_it(
     assert acme.post("/v1/leases", json=body).status_code == 402  # what it spent stays spent
     op.post(f"/v1/admin/tenants/{tenant}/credits", json={"amount": str(hourly)})
     assert acme.post("/v1/leases", json=body).status_code == 201
+
+
+def test_a_tenant_whose_credit_runs_out_gets_notices_and_a_post_paid_one_never(
+    platform: Platform, webhook_receiver: WebhookReceiver
+) -> None:
+    acme, tenant = platform.tenant_and_id("acme")
+    globex = platform.tenant("globex")  # post-paid: no credit
+    acme.put("/v1/webhook", json={"url": webhook_receiver.url})
+    op = platform.operator
+    h100 = next(
+        t for t in acme.get("/v1/instance-types").json()["data"] if t["accelerator"] == "H100"
+    )
+    hourly = Decimal(h100["prices"]["on_demand"]) * 8
+    body = {"tier": "on_demand", "gpus": 8, "region": h100["region"], "accelerator": "H100"}
+    op.post(f"/v1/admin/tenants/{tenant}/credits", json={"amount": str(hourly * 3 / 2)})
+    first = acme.post("/v1/leases", json=body).json()
+    spot = acme.post("/v1/leases", json={**body, "tier": "spot", "gpus": 1}).json()
+    postpaid = globex.post("/v1/leases", json=body).json()
+    assert [lease["state"] for lease in (first, spot, postpaid)] == ["running"] * 3
+
+    platform.advance(3600)  # an hour: the credit still covers them
+    assert acme.get(f"/v1/leases/{first['id']}").json()["state"] == "running"
+    assert enforce_credit(platform.runtime.ctx) == 0
+    platform.advance(1801)  # past the credit (sooner with the spot lease beside)
+    (credit,) = acme.get("/v1/budgets").json()["data"]
+    assert Decimal(credit["available"]) < 0
+    for lease in (first, spot):
+        noticed = acme.get(f"/v1/leases/{lease['id']}").json()
+        assert noticed["state"] == "noticed", noticed
+        assert noticed["notice"]["reason"] == "credit exhausted"
+    notice = acme.get(f"/v1/leases/{first['id']}").json()["notice"]
+    hooks = [d.json() for d in webhook_receiver.deliveries if d.json()["type"] == "lease.notice"]
+    assert sorted(h["data"]["id"] for h in hooks) == sorted([first["id"], spot["id"]])
+    refused = acme.post("/v1/leases", json=body)
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["code"] == "budget_exhausted"
+    assert enforce_credit(platform.runtime.ctx) == 0  # noticed once, post-paid never
+
+    platform.advance(119)  # the notice period is 120 s
+    assert acme.get(f"/v1/leases/{first['id']}").json()["state"] == "noticed"
+    platform.advance(1)
+    for lease in (first, spot):
+        ended = acme.get(f"/v1/leases/{lease['id']}").json()
+        assert ended["state"] == "preempted" and ended["ended_at"] == notice["stop_at"]
+    platform.advance(3600)
+    kept = globex.get(f"/v1/leases/{postpaid['id']}").json()
+    assert kept["state"] == "running" and kept["notice"] is None

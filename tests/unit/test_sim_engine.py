@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 
 import pytest
@@ -420,13 +421,14 @@ def test_stopping_queued_or_pending_work_releases_its_place() -> None:
     check(sim)
 
 
-def test_notice_on_anything_but_a_running_spot_lease_is_a_conflict() -> None:
+def test_notice_on_anything_but_a_running_spot_or_on_demand_lease_is_a_conflict() -> None:
     sim, _ = engine()
     sim.submit(spec("o1", OD, 4))
     sim.submit(spec("r1", RES, 4))
     sim.submit(spec("i1", INT, 4))
     sim.submit(spec("s1", SPOT, 4))
     sim.stop("s1")
+    sim.stop("o1")
 
     for workload in ("o1", "r1", "i1", "s1"):
         with pytest.raises(Conflict) as caught:
@@ -457,6 +459,37 @@ def test_notice_stops_a_spot_lease_after_the_notice_period_and_keeps_the_first_n
     check(sim)
 
 
+def test_a_noticed_on_demand_lease_runs_out_its_notice_and_is_no_one_s_victim() -> None:
+    sim, clock = engine()
+    sim.submit(spec("o1", OD, 8))  # ue-0
+    sim.submit(spec("s1", SPOT, 8))  # ue-1
+    at(clock, 10)
+
+    sim.notice("o1", reason="credit exhausted")
+    sim.notice("o1", reason="again")
+    view = sim.workload("o1")
+    assert view.state is WorkloadState.NOTICED and view.reason == "credit exhausted"
+    assert (view.notice_at, view.stop_at) == (START + 10, START + 130)
+    check(sim)
+    # The owner's job takes spot's GPUs, never a noticed on-demand lease's: it waits for spot.
+    sim.submit(spec("i1", INT, 8, queue=True, duration=60))
+    assert sim.workload("s1").state is WorkloadState.NOTICED
+    assert sim.workload("i1").allocation == {"ue-1": ALL8}
+    check(sim)
+    at(clock, 130)
+    assert brief(sim.poll()) == [
+        (K_START, "o1", 0),
+        (K_START, "s1", 0),
+        (K_NOTICE, "o1", 10),
+        (K_NOTICE, "s1", 10),
+        (K_END, "o1", 130),
+        (K_END, "s1", 130),
+        (K_START, "i1", 130),
+    ]
+    assert sim.workload("o1").outcome is Outcome.PREEMPTED
+    check(sim)
+
+
 def test_a_duration_ends_the_workload_completed_with_exit_code_0() -> None:
     sim, clock = engine()
     at(clock, 7)
@@ -484,6 +517,94 @@ def test_a_duration_ends_the_workload_completed_with_exit_code_0() -> None:
 
 
 # --- reserved periods ----------------------------------------------------------------------------
+
+
+# --- nodes down and up --------------------------------------------------------------------------
+
+
+def test_a_node_down_fails_its_holders_requeues_its_claimants_and_is_used_again_once_up() -> None:
+    sim, clock = engine()
+    sim.submit(spec("s1", SPOT, 8))  # ue-0
+    sim.submit(spec("o1", OD, 4))  # ue-1 (firm work keeps off spot's node)
+    at(clock, 10)
+    sim.submit(spec("o2", OD, 8))  # claims ue-0: s1 is noticed
+    assert sim.workload("o2").allocation == {"ue-0": ALL8}
+    sim.poll()
+
+    sim.set_node_down("ue-0", reason="PSU failed")
+    sim.set_node_down("ue-0", reason="again")  # idempotent
+    (ended,) = sim.poll()
+    assert (ended.kind, ended.workload, ended.at) == (K_END, "s1", START + 10)
+    assert (ended.outcome, ended.exit_code) == (Outcome.FAILED, None)
+    assert ended.reason == "node ue-0 down: PSU failed"
+    claimant = sim.workload("o2")
+    assert claimant.state is WorkloadState.QUEUED and claimant.allocation == {}
+    usage = pool_usage(sim)
+    assert held(usage) == {OD: 4} and usage.claimed == 0 and usage.queued_gpus == 8
+    assert sim.idle_nodes(H100) == 0
+    check(sim)
+    with pytest.raises(InsufficientCapacity):
+        sim.submit(spec("s2", SPOT, 8))  # ue-0's GPUs go to no one
+    sim.submit(spec("s3", SPOT, 4))  # ue-1's idle ones still do
+    check(sim)
+    with pytest.raises(NotFound):
+        sim.set_node_down("ue-9", reason="no such node")
+    with pytest.raises(NotFound):
+        sim.set_node_up("ue-9")
+
+    at(clock, 20)
+    sim.set_node_up("ue-0")
+    sim.set_node_up("ue-0")  # idempotent
+    assert brief(sim.poll()) == [(K_START, "s3", 10), (K_START, "o2", 20)]
+    assert sim.workload("o2").allocation == {"ue-0": ALL8}
+    check(sim)
+
+
+def test_a_node_down_ends_a_multi_node_lease_whole_and_frees_its_other_nodes() -> None:
+    sim, _ = engine()
+    sim.submit(spec("s1", SPOT, 16))
+    sim.submit(spec("i1", INT, 8, queue=True, duration=60))  # claims a node of s1
+    sim.set_node_down("ue-1", reason="network")
+
+    assert sim.workload("s1").outcome is Outcome.FAILED
+    assert sim.workload("i1").state is WorkloadState.RUNNING  # ue-0, free again
+    assert sim.workload("i1").allocation == {"ue-0": ALL8}
+    assert held(pool_usage(sim)) == {INT: 8}
+    check(sim)
+
+
+def test_a_reservation_whose_set_aside_node_is_down_claims_another_and_starts_on_time() -> None:
+    sim, clock = engine()
+    sim.submit(spec("r1", RES, 8, start_at=START + 600, end_at=START + 3600))
+    (node,) = (hold.name for hold in sim.node_holds(H100) if hold.reserved)
+    other = "ue-1" if node == "ue-0" else "ue-0"
+    sim.set_node_down(node, reason="maintenance")
+    check(sim)
+    at(clock, 600)
+    view = sim.workload("r1")
+    assert view.state is WorkloadState.RUNNING and view.allocation == {other: ALL8}
+    sim.set_node_up(node)
+    check(sim)
+
+
+def test_invariants_hold_while_nodes_go_down_and_up_under_the_owners_work() -> None:
+    sim, clock = engine(OwnerWorkload(seed=5))
+    nodes = ("ue-0", "ue-1", "ew-0", "ew-1")
+    failed = 0
+    for step in range(400):
+        clock.advance(STEP)
+        node = nodes[step % 4]
+        if step % 7 == 0:
+            sim.set_node_down(node, reason="flaky")
+        elif step % 5 == 0:
+            sim.set_node_up(node)
+        for usage in sim.usage():
+            if usage.idle >= 2:
+                with contextlib.suppress(InsufficientCapacity):  # idle, but a down node's
+                    sim.submit(spec(f"s-{step}-{usage.pool}", SPOT, 2, pool=usage.pool))
+        failed += sum(1 for e in sim.poll() if e.outcome is Outcome.FAILED)
+        check(sim)
+    assert failed >= 1
 
 
 def test_reserved_claims_at_start_minus_notice_starts_at_start_and_completes_at_end() -> None:

@@ -25,7 +25,7 @@ from backfill.errors import QuotaExceeded
 
 class WorkloadState(StrEnum):
     QUEUED = "queued"
-    """Internal work waiting in the owner's queue for GPUs."""
+    """Waiting in the queue for GPUs: internal work, or work whose claimed node went down."""
     PENDING = "pending"
     """Placed, waiting to start: for its start time (reserved) or for noticed holders to stop."""
     RUNNING = "running"
@@ -189,10 +189,29 @@ class FleetEngine(ABC):
 
     @abstractmethod
     def notice(self, workload_id: str, *, reason: str) -> None:
-        """Give a running spot workload its notice: it is stopped after the pool's notice period.
+        """Give a running spot or on-demand workload its notice: it is stopped after the pool's
+        notice period and ends ``PREEMPTED`` (the control plane notices spot whose price passed
+        its ``max_price``, and spot or on-demand whose tenant's prepaid credit ran out).
 
         Idempotent: a workload already noticed keeps its first notice. Raises ``Conflict`` for a
-        workload that is not spot or not running, ``NotFound`` for an unknown id.
+        reserved or internal workload or one that is not running, ``NotFound`` for an unknown id.
+        """
+
+    @abstractmethod
+    def set_node_down(self, node: str, *, reason: str) -> None:
+        """The node fails, or is taken out of service: every workload holding GPUs on it ends at
+        once, ``FAILED`` with ``exit_code`` None, its ``ENDED`` event's ``reason`` naming the node
+        (``node <node> down: <reason>``). Its GPUs go to no work until ``set_node_up``; work that
+        was only waiting (queued, or pending for GPUs) keeps waiting.
+
+        Idempotent: a node already down stays down. Raises ``NotFound`` for an unknown node.
+        """
+
+    @abstractmethod
+    def set_node_up(self, node: str) -> None:
+        """Put a node back in service: its GPUs may be given to work again (waiting work first).
+
+        Idempotent: a node that is up stays up. Raises ``NotFound`` for an unknown node.
         """
 
     @abstractmethod
@@ -218,6 +237,15 @@ class FleetEngine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the engine holds (connections, threads). Idempotent."""
+
+
+NOTICEABLE = frozenset({Tier.SPOT, Tier.ON_DEMAND})
+"""The tiers the control plane may give a notice (``FleetEngine.notice``)."""
+
+
+def node_failure(node: str, reason: str) -> str:
+    """The ``reason`` of the ``ENDED`` event of work that a node's failure ended."""
+    return f"node {node} down: {reason}"
 
 
 def check_quota(spec: WorkloadSpec, quota: int, held: int) -> None:

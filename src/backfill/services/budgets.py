@@ -9,7 +9,8 @@ litellm #34732). When the work is done the hold is *settled* at the real cost, o
 
 A tenant without a tenant budget is post-paid: it is invoiced, never stopped. One with credit
 has its leases' running cost counted against it too, so a lease is only admitted while the
-credit covers an hour of it.
+credit covers an hour of it; once the credit is spent, its running spot and on-demand leases get
+their notice (``enforce_credit``, every tick).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from sqlalchemy import CursorResult, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backfill.domain.leases import LeaseState
+from backfill.domain.tiers import Tier
+from backfill.engines.base import WorkloadState
 from backfill.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
 from backfill.services.context import Context
 from backfill.services.ids import new_id
 from backfill.services.tenants import existing, owned_key
 from backfill.services.usage import measure
-from backfill.store.models import Budget, CreditGrant, LeaseSegment, SpendHold
+from backfill.store.models import Budget, CreditGrant, Lease, LeaseSegment, SpendHold
 from backfill.store.types import Money
 
 TENANT = "tenant"
@@ -36,6 +40,10 @@ TENANT = "tenant"
 MAX_AMOUNT = Decimal(1_000_000_000)
 MICRO = Decimal("0.000001")
 HELD, SETTLED, RELEASED = "held", "settled", "released"
+CREDIT_EXHAUSTED = "credit exhausted"
+"""The reason of the notice a lease gets when its tenant's credit is spent."""
+_PAY_AS_THEY_RUN = (Tier.SPOT, Tier.ON_DEMAND)
+"""The tiers whose leases draw on credit while they run (reserved is paid up front)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,42 @@ def check_lease(ctx: Context, session: Session, tenant_id: str, upfront: Decimal
             f"{upfront:.2f} the lease needs up front: add credit first",
             field="gpus",
         )
+
+
+def enforce_credit(ctx: Context) -> int:
+    """Give its notice (``CREDIT_EXHAUSTED``) to every running spot and on-demand lease of each
+    tenant whose prepaid credit is spent (``available`` at or below 0): the lease stops at the end
+    of its pool's notice period. Returns how many leases it noticed.
+
+    A lease is noticed once (one noticed already keeps its notice); reserved leases were paid up
+    front and run their period; a post-paid tenant (no credit) is never noticed. One query when
+    no tenant on credit has such a lease running."""
+    with ctx.unit_of_work() as session:
+        running = (Lease.state == LeaseState.RUNNING) & Lease.tier.in_(_PAY_AS_THEY_RUN)
+        tenants = session.scalars(
+            select(Budget.tenant_id)
+            .join(Lease, Lease.tenant_id == Budget.tenant_id)
+            .where(Budget.scope == TENANT, running)
+            .distinct()
+        ).all()
+        due: list[str] = []
+        for tenant_id in sorted(tenants):
+            if _views(ctx, session, tenant_id, scope=TENANT)[0].available > 0:
+                continue
+            due += session.scalars(
+                select(Lease.id).where(Lease.tenant_id == tenant_id, running).order_by(Lease.id)
+            ).all()
+    noticed = 0
+    with ctx.lock:
+        for lease_id in due:
+            if ctx.engine.workload(lease_id).state is not WorkloadState.RUNNING:
+                continue  # noticed or ended since the store last heard: the next sync applies it
+            try:
+                ctx.engine.notice(lease_id, reason=CREDIT_EXHAUSTED)
+            except Conflict:
+                continue  # it ended just now
+            noticed += 1
+    return noticed
 
 
 def lease_cost(ctx: Context, session: Session, tenant_id: str) -> Decimal:

@@ -18,6 +18,8 @@ from backfill.api.schemas import (
     InternalJobRead,
     KeyCreated,
     KeyRead,
+    NodeDown,
+    NodeRead,
     QuotaSet,
     ReconciliationRead,
     TenantCreate,
@@ -30,6 +32,7 @@ from backfill.engines.base import WorkloadView
 from backfill.engines.sim import ManualClock
 from backfill.errors import InvalidRequest
 from backfill.services import fleet as fleet_service
+from backfill.services import nodes as node_service
 from backfill.services import reconcile as reconcile_service
 from backfill.services import tenants as tenant_service
 from backfill.services import usage as usage_service
@@ -190,6 +193,21 @@ def list_internal_jobs(ctx: Context = Depends(context)) -> list[InternalJobRead]
 @router.delete("/internal-jobs/{job_id}", response_model=InternalJobRead)
 def end_internal_job(job_id: str, ctx: Context = Depends(context)) -> InternalJobRead:
     return _job(fleet_service.end_internal(ctx, job_id=job_id))
+
+
+@router.post("/nodes/{node}/down", response_model=NodeRead)
+def set_node_down(node: str, body: NodeDown, ctx: Context = Depends(context)) -> NodeRead:
+    """Take a node out of service (it failed, or for maintenance): the work on it ends at once,
+    its leases ``failed``; its GPUs go to no one until it is up. Idempotent."""
+    view = node_service.set_down(ctx, node=node, reason=body.reason)
+    return NodeRead(name=view.name, pool=view.pool, state=view.state)
+
+
+@router.post("/nodes/{node}/up", response_model=NodeRead)
+def set_node_up(node: str, ctx: Context = Depends(context)) -> NodeRead:
+    """Put a node back in service; waiting work may start on it at once. Idempotent."""
+    view = node_service.set_up(ctx, node=node)
+    return NodeRead(name=view.name, pool=view.pool, state=view.state)
 
 
 @router.get("/clock", response_model=ClockRead)

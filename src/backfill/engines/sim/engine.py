@@ -12,6 +12,10 @@ A reservation sold ahead of its start is given its GPUs when it is sold, as a Sl
 given its nodes when it is created: from then on no firm work (the owner's, on-demand) is placed on
 those nodes; spot may use them until a notice period before the start, when it is noticed. So a
 reservation starts on time whatever the owner's load does in between.
+
+A node that is down (``set_node_down``) has none of its GPUs idle: the work on it ended when it
+went down, the work that had claimed its GPUs went back to the queue, and nothing is placed on it
+until it is up again.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from backfill.domain.placement import (
 from backfill.domain.surplus import NodeHold
 from backfill.domain.tiers import Tier, may_preempt
 from backfill.engines.base import (
+    NOTICEABLE,
     AccountRecord,
     EngineEvent,
     EventKind,
@@ -43,6 +48,7 @@ from backfill.engines.base import (
     WorkloadState,
     WorkloadView,
     check_quota,
+    node_failure,
 )
 from backfill.engines.sim.clock import Clock
 from backfill.engines.sim.owner import OwnerJob, OwnerSource
@@ -135,6 +141,7 @@ class SimEngine(FleetEngine):
         self._tried: dict[str, int] = {}  # queued work → its pool's _freed at its last try
         self._pool_spot: dict[str, int] = {}
         self._earmark: dict[str, dict[str, int]] = {}  # node → reservation → GPUs set aside
+        self._down: dict[str, str] = {}  # node → why it is out of service (none of it idle)
         # Where requests of up to a node go: the placement policy, judged against the request
         # sizes the owner usually submits, so leases leave room for the owner's next jobs.
         mix = owner.sizes if owner is not None else DEFAULT_MIX
@@ -268,9 +275,38 @@ class SimEngine(FleetEngine):
             work = self._get(workload_id)
             if work.state is WorkloadState.NOTICED:
                 return
-            if not work.spec.tier.preemptible or work.state is not WorkloadState.RUNNING:
-                raise Conflict(f"workload {workload_id} is not a running spot workload")
+            if work.spec.tier not in NOTICEABLE or work.state is not WorkloadState.RUNNING:
+                raise Conflict(
+                    f"workload {workload_id} is not a running spot or on-demand workload"
+                )
             self._give_notice(work, reason)
+
+    def set_node_down(self, node: str, *, reason: str) -> None:
+        with self._lock:
+            self._advance()
+            self._node(node)
+            if node in self._down:
+                return
+            self._down[node] = reason  # from here _touch counts none of its GPUs idle
+            holders = {h for h in self._holder[node] if h is not None}
+            claimants = {c for c in self._claim[node] if c is not None} - holders
+            for wid in sorted(holders):
+                work = self._workloads[wid]
+                work.reason = node_failure(node, reason)
+                self._end(work, Outcome.FAILED, exit_code=None)
+            for wid in sorted(claimants):
+                self._requeue(self._workloads[wid])
+            self._touch(node)
+            self._schedule()
+
+    def set_node_up(self, node: str) -> None:
+        with self._lock:
+            self._advance()
+            self._node(node)
+            if self._down.pop(node, None) is None:
+                return
+            self._touch(node)  # its GPUs are idle again: waiting work is tried on them
+            self._schedule()
 
     def poll(self) -> list[EngineEvent]:
         with self._lock:
@@ -479,7 +515,7 @@ class SimEngine(FleetEngine):
         if spec.gpus <= size:
             best: tuple[int, str] | None = None
             for node, marks in self._earmark.items():
-                if self._pool_of[node] is not pool:
+                if self._pool_of[node] is not pool or node in self._down:
                     continue
                 spare = len(self._holder[node]) - sum(marks.values())
                 for h, c in zip(self._holder[node], self._claim[node], strict=True):
@@ -527,7 +563,7 @@ class SimEngine(FleetEngine):
     def _earmarked(self, work: _Workload) -> Placement | None:
         """A reservation's claim on the GPUs set aside for it: the idle ones first, then those
         of the spot work on them (noticed now, gone by the start)."""
-        if not work.earmark:
+        if not work.earmark or any(node in self._down for node in work.earmark):
             return None
         victims: set[str] = set()
         for node, count in work.earmark.items():
@@ -557,7 +593,7 @@ class SimEngine(FleetEngine):
             if node.gpus < smallest or not (
                 self._node_spot[node.name] or self._node_free[node.name]
             ):
-                continue
+                continue  # (a node that is down has neither)
             holders = self._holder[node.name]
             claims = self._claim[node.name]
             free = sum(1 for h, c in zip(holders, claims, strict=True) if h is None and c is None)
@@ -680,6 +716,18 @@ class SimEngine(FleetEngine):
         # A workload stops with its allocation recorded, for accounting; its slots are free now.
         work.claimed = {}
 
+    def _requeue(self, work: _Workload) -> None:
+        """Pending work that claimed GPUs of a node gone down: its claims let go, it waits in the
+        queue for GPUs again (the notices its claim gave stand)."""
+        for node, idx in work.claimed.items():
+            for i in idx:
+                self._claim[node][i] = None
+            self._touch(node)
+        work.claimed = {}
+        self._waiting.discard(work.spec.id)
+        work.state = WorkloadState.QUEUED
+        self._queue.append(work.spec.id)
+
     def _schedule(self) -> None:
         """Start what waits: claimants whose victims are gone, then the queue, by tier."""
         if not self._waiting and not self._queue:
@@ -756,6 +804,9 @@ class SimEngine(FleetEngine):
                 elif k == _FIRM_WORK:
                     tags |= OWNER_NODE
             idle = tuple(flags)
+        if node in self._down:  # out of service: nothing holds or claims it, none of it is idle
+            free = spot = noticed = 0
+            idle = (False,) * len(holders)
         pool = self._pool_key_of[node]
         spot_only, coming = self._spot_only[pool], self._coming[pool]
         if node in self._earmark:
@@ -836,6 +887,13 @@ class SimEngine(FleetEngine):
         if not self._fleet.has_pool(key):
             raise NotFound(f"no pool {key!r}", field="pool")
         return self._fleet.pool(key)
+
+    def _node(self, name: str) -> Pool:
+        """The pool of node ``name``; ``NotFound`` if the fleet has no such node."""
+        pool = self._pool_of.get(name)
+        if pool is None:
+            raise NotFound(f"no node {name!r}", field="node")
+        return pool
 
     def _get(self, workload_id: str) -> _Workload:
         work = self._workloads.get(workload_id)

@@ -19,9 +19,15 @@ How the tiers become Slurm's own mechanisms (``SlurmEngine.setup`` makes them, i
 
 What Slurm does not do for us, the engine does:
 
-- A Backfill notice (a spot price above a lease's ``max_price``): the engine signals the job's
-  steps as a preemption does (SIGTERM) and shortens its time limit to the notice's end, so
-  Slurm ends it even if Backfill is down; the engine itself cancels it at the second.
+- A Backfill notice (a spot price above a lease's ``max_price``, a tenant's credit run out; spot
+  or on-demand): the engine signals the job's steps as a preemption does (SIGTERM) and shortens
+  its time limit to the notice's end, so Slurm ends it even if Backfill is down; the engine
+  itself cancels it at the second.
+- A node taken out of service (``set_node_down``) is set ``DRAIN`` (nothing new starts on it)
+  and then ``DOWN`` (Slurm kills its jobs: ``NODE_FAIL``); the drain outlives its slurmd
+  registering again (with ``ReturnToService=2`` a down node is back in service at once), until
+  ``set_node_up`` resumes it. A lease's job that a lost node ended (however it was lost) ends
+  ``failed``, its reason the node's as Slurm records it.
 - Slurm checks grace periods every 30 s or so, so a preempted job ends up to that much late; the
   engine cancels a noticed job as soon as its notice has run out, so the owner's job waits no
   longer than the notice.
@@ -58,6 +64,7 @@ from backfill.domain.placement import (
 )
 from backfill.domain.tiers import Tier
 from backfill.engines.base import (
+    NOTICEABLE,
     AccountRecord,
     EngineEvent,
     EventKind,
@@ -68,6 +75,7 @@ from backfill.engines.base import (
     WorkloadState,
     WorkloadView,
     check_quota,
+    node_failure,
 )
 from backfill.engines.slurm.cli import (
     SlurmCLI,
@@ -79,6 +87,7 @@ from backfill.engines.slurm.cli import (
     tres_gpus,
 )
 from backfill.errors import (
+    BackfillError,
     Conflict,
     EngineUnavailable,
     InsufficientCapacity,
@@ -227,6 +236,7 @@ class SlurmEngine(FleetEngine):
         self._quota: dict[str, int] = {}
         self._down: tuple[float, EngineUnavailable] | None = None
         self._lost_read_at = -math.inf
+        self._down_reason: dict[str, str] = {}  # node → why set_node_down took it out of service
         self._fleet, self._partition = self._inventory()
         if self.config.output_dir is not None:
             self.config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -475,8 +485,10 @@ class SlurmEngine(FleetEngine):
             job = self._get(workload_id)
             if job.state is WorkloadState.NOTICED:
                 return
-            if not job.spec.tier.preemptible or job.state is not WorkloadState.RUNNING:
-                raise Conflict(f"workload {workload_id} is not a running spot workload")
+            if job.spec.tier not in NOTICEABLE or job.state is not WorkloadState.RUNNING:
+                raise Conflict(
+                    f"workload {workload_id} is not a running spot or on-demand workload"
+                )
             now = self._clock()
             pool = self._pool(job.spec.pool)
             stop_at = math.ceil(now) + pool.notice_seconds  # Slurm's clock counts whole seconds
@@ -489,6 +501,28 @@ class SlurmEngine(FleetEngine):
             job.state = WorkloadState.NOTICED
             job.notice_at, job.stop_at, job.reason = now, stop_at, reason
             self._emit(job, EventKind.NOTICED, now)
+
+    def set_node_down(self, node: str, *, reason: str) -> None:
+        with self._lock:
+            self._node(node)
+            if node in self._down_reason and node not in self._usable_nodes():
+                return  # down already: the first reason stands
+            self._down_reason[node] = reason
+            said = 'Reason="' + reason.replace('"', "'") + '"'  # scontrol splits it unquoted
+            for state in ("DRAIN", "DOWN"):  # no new job on it, then its jobs killed
+                self.cli.run("scontrol", "update", f"NodeName={node}", f"State={state}", said)
+            with contextlib.suppress(EngineUnavailable):  # the next read sees the jobs end
+                self._refresh(force=True)
+
+    def set_node_up(self, node: str) -> None:
+        with self._lock:
+            self._node(node)
+            try:
+                self.cli.run("scontrol", "update", f"NodeName={node}", "State=RESUME")
+            except SlurmRefused as exc:  # "Invalid node state": it is in service already
+                if "Invalid node state" not in exc.message:
+                    raise
+            self._down_reason.pop(node, None)
 
     def poll(self) -> list[EngineEvent]:
         with self._lock:
@@ -640,6 +674,11 @@ class SlurmEngine(FleetEngine):
             job.state = WorkloadState.QUEUED
 
     def _end(self, job: _Job, state: str, end: float | None, exit_code: int | None) -> None:
+        lost = any(node in self._down_reason for node in job.allocation)
+        if state == "COMPLETING" and lost and not job.stop_requested:
+            state = "NODE_FAIL"  # killed by set_node_down, seen before Slurm says how
+        if state == "NODE_FAIL":
+            job.reason, exit_code = self._node_failure(job), None
         outcome = _ENDED_OUTCOME.get(state, Outcome.FAILED)
         if job.expired or (state == "TIMEOUT" and job.spec.end_at is not None):
             outcome = Outcome.COMPLETED  # a reserved period ran out
@@ -884,6 +923,24 @@ class SlurmEngine(FleetEngine):
                 return placement
         return None
 
+    def _node_failure(self, job: _Job) -> str:
+        """Why a lost node ended ``job``: the reason given to ``set_node_down``, else the one
+        Slurm records for the first of its nodes that is out of service."""
+        nodes = sorted(job.allocation)
+        for node in nodes:
+            if node in self._down_reason:
+                return node_failure(node, self._down_reason[node])
+        try:
+            out = self.cli.run("scontrol", "-o", "show", "node", ",".join(nodes)) if nodes else ""
+        except BackfillError:
+            out = ""  # unreachable now: say what is known
+        for record in scontrol_records(out):
+            flags = set(record.get("State", "").replace("*", "+NOT_RESPONDING").split("+"))
+            if flags & _UNUSABLE:
+                said = record.get("Reason", "").split(" [")[0].strip()  # drop "[user@time]"
+                return node_failure(record.get("NodeName", ""), said or "failed")
+        return node_failure(",".join(nodes) or "unknown", "failed")
+
     def _notice_of(self, job: _Job) -> float:
         return float(self._pool(job.spec.pool).notice_seconds)
 
@@ -915,6 +972,11 @@ class SlurmEngine(FleetEngine):
             return self._fleet.pool(key)
         except KeyError:
             raise NotFound(f"no pool {key!r}", field="pool") from None
+
+    def _node(self, name: str) -> None:
+        """``NotFound`` unless ``name`` is a node of the pools (the partition's GPU nodes)."""
+        if name not in self._pool_of_node:
+            raise NotFound(f"no node {name!r}", field="node")
 
     def _get(self, workload_id: str) -> _Job:
         job = self._jobs.get(workload_id)
