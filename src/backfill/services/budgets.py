@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backfill.domain.leases import LeaseState
+from backfill.domain.sla import CREDIT_EXHAUSTED
 from backfill.domain.tiers import Tier
 from backfill.engines.base import WorkloadState
 from backfill.errors import BudgetExhausted, Conflict, InvalidRequest, NotFound
@@ -40,8 +41,6 @@ TENANT = "tenant"
 MAX_AMOUNT = Decimal(1_000_000_000)
 MICRO = Decimal("0.000001")
 HELD, SETTLED, RELEASED = "held", "settled", "released"
-CREDIT_EXHAUSTED = "credit exhausted"
-"""The reason of the notice a lease gets when its tenant's credit is spent."""
 _PAY_AS_THEY_RUN = (Tier.SPOT, Tier.ON_DEMAND)
 """The tiers whose leases draw on credit while they run (reserved is paid up front)."""
 
