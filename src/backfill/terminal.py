@@ -33,8 +33,8 @@ def _bar(pool: dict[str, Any], width: int = 24) -> Text:
 
 
 def dashboard(data: dict[str, Any]) -> Group:
-    """Every pool's GPUs by tier (a bar and counts), idle, the owner's queued GPUs, the spot
-    price and revenue so far."""
+    """Every pool's GPUs by tier (a bar and counts), idle, down (on nodes out of service), the
+    owner's queued GPUs, the spot price and revenue so far."""
     table = Table(expand=True, header_style="bold")
     table.add_column("pool")
     table.add_column("GPUs", justify="right")
@@ -42,6 +42,7 @@ def dashboard(data: dict[str, Any]) -> Group:
     for tier, style in TIER_STYLE.items():
         table.add_column(tier.replace("_", "-"), justify="right", style=style)
     table.add_column("idle", justify="right", style="dim")
+    table.add_column("down", justify="right", style="red")
     table.add_column("queued", justify="right", style="red")
     table.add_column("spot $/GPU-h", justify="right")
     table.add_column("revenue $", justify="right")
@@ -52,6 +53,7 @@ def dashboard(data: dict[str, Any]) -> Group:
             _bar(pool),
             *(str(pool["by_tier"].get(tier, 0)) for tier in TIER_STYLE),
             str(pool["idle"]),
+            str(pool["down"] or ""),
             str(pool["queued_gpus"] or ""),
             f"{Decimal(pool['prices']['spot']):.2f}",
             f"{Decimal(pool['revenue']):,.2f}",
@@ -64,6 +66,7 @@ def dashboard(data: dict[str, Any]) -> Group:
         "",
         *(str(totals.get(tier, 0)) for tier in TIER_STYLE),
         str(data["idle"]),
+        str(data["down"] or ""),
         str(sum(pool["queued_gpus"] for pool in data["pools"]) or ""),
         "",
         f"{Decimal(data['revenue']):,.2f}",

@@ -3,7 +3,8 @@
 Inventory; a lease started and stopped; refusals; spot noticed and then preempted when the owner's
 work needs its GPUs (the owner's job sent as its teams send it: on Slurm, plain ``sbatch``), never
 before the notice has run out; on-demand never taken back by the owner's work; a Backfill notice
-(spot or on-demand); a node that goes down and comes back; usage per tier.
+(spot or on-demand); a node that goes down (its GPUs counted down, not idle) and comes back; usage
+per tier.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 import pytest
 
 from backfill.domain.tiers import Tier
-from backfill.engines.base import AccountRecord, EventKind, Outcome, WorkloadSpec, WorkloadState
+from backfill.engines.base import (
+    AccountRecord,
+    EventKind,
+    Outcome,
+    PoolUsage,
+    WorkloadSpec,
+    WorkloadState,
+)
 from backfill.errors import (
     Conflict,
     InsufficientCapacity,
@@ -224,6 +232,29 @@ def test_a_node_down_fails_the_work_on_it_and_is_not_used_until_up(harness: Harn
     h.until("the lease on it started", lambda: h.has(back, STARTED), 30)
     assert set(h.one(back, STARTED).allocation) == {node}
     assert usage(h) == {SPOT: 32}
+
+
+def test_a_down_node_s_gpus_are_counted_down_not_idle_until_it_is_up(harness: Harness) -> None:
+    h = harness
+
+    def pool() -> PoolUsage:
+        (use,) = h.engine.usage()
+        assert use.busy + use.claimed + use.down + use.idle == use.total == 32
+        return use
+
+    lease = h.lease("lse_dn", SPOT, 2)
+    h.until("the lease started", lambda: h.has(lease, STARTED), 30)
+    (node,) = h.one(lease, STARTED).allocation
+    assert (pool().down, pool().idle) == (0, 30)
+    h.engine.set_node_down(node, reason="fan failed")
+    h.until("the lease ended", lambda: h.has(lease, ENDED), 30)
+    down = pool()
+    assert (down.busy, down.claimed, down.down, down.idle) == (0, 0, 8, 24)
+
+    h.engine.set_node_up(node)  # (a real cluster takes a moment to hear from the node again)
+    h.until("its GPUs idle again", lambda: pool().down == 0, 30)
+    up = pool()
+    assert (up.busy, up.down, up.idle) == (0, 0, 32)
 
 
 def test_work_waiting_for_gpus_keeps_waiting_through_a_node_failure(harness: Harness) -> None:

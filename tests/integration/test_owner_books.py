@@ -183,7 +183,8 @@ def test_metrics_parse_and_carry_the_fleet_now_and_the_month(platform: Platform)
     assert value("backfill_gpus", pool="eu-west/A100", state="internal") == 16
     assert value("backfill_gpus", pool="eu-west/A100", state="on_demand") == 2
     for pool, (gpus, _) in POOLS.items():
-        states = ("internal", "reserved", "on_demand", "spot", "idle", "claimed")
+        states = ("internal", "reserved", "on_demand", "spot", "idle", "claimed", "down")
+        assert value("backfill_gpus", pool=pool, state="down") == 0
         assert sum(value("backfill_gpus", pool=pool, state=s) for s in states) == gpus
     assert value("backfill_spot_price", pool="us-east/H100") == float(ran["spot_price"])
     assert value("backfill_tenants") == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from decimal import Decimal
 
 import pytest
@@ -68,8 +69,9 @@ def brief(events: list[EngineEvent]) -> list[tuple[EventKind, str, float]]:
     return [(event.kind, event.workload, event.at - START) for event in events]
 
 
-def check(sim: SimEngine) -> None:
-    """No GPU is held by two workloads or claimed by two; usage() agrees with the allocations."""
+def check(sim: SimEngine, down: Collection[str] = ()) -> None:
+    """No GPU is held by two workloads or claimed by two, nor any of a node that is ``down``;
+    usage() agrees with the allocations and counts the down nodes' GPUs down, not idle."""
     fleet = sim.fleet()
     size = {node.name: node.gpus for p in fleet.pools for node in p.nodes}
     pool_of = {node.name: p.key for p in fleet.pools for node in p.nodes}
@@ -98,6 +100,7 @@ def check(sim: SimEngine) -> None:
             for slot in slots:
                 assert slot not in claiming, f"{slot} claimed by {claiming[slot].spec.id} too"
                 claiming[slot] = view
+    assert not any(node in down for node, _ in [*holding, *claiming])
     for slot, claimant in claiming.items():
         if slot in holding:
             # A claimant waits only for a noticed spot holder to go.
@@ -112,11 +115,14 @@ def check(sim: SimEngine) -> None:
         claimed_only = sum(
             1 for slot in claiming if slot not in holding and pool_of[slot[0]] == usage.pool
         )
-        idle = usage.total - sum(by_tier.values()) - claimed_only
+        out = sum(size[node] for node in down if pool_of[node] == usage.pool)
+        idle = usage.total - sum(by_tier.values()) - claimed_only - out
         assert dict(usage.by_tier) == by_tier
         assert usage.claimed == claimed_only
+        assert usage.down == out
         assert usage.idle == idle >= 0
-        assert sum(usage.by_tier.values()) + usage.idle + usage.claimed == usage.total
+        total = sum(usage.by_tier.values()) + usage.idle + usage.claimed + usage.down
+        assert total == usage.total
         assert usage.total == fleet.pool(usage.pool).gpus
     # What the replay's headroom reads, kept as sets, agrees with every node counted afresh.
     for pool in fleet.pools:
@@ -541,12 +547,13 @@ def test_a_node_down_fails_its_holders_requeues_its_claimants_and_is_used_again_
     assert claimant.state is WorkloadState.QUEUED and claimant.allocation == {}
     usage = pool_usage(sim)
     assert held(usage) == {OD: 4} and usage.claimed == 0 and usage.queued_gpus == 8
+    assert (usage.down, usage.idle) == (8, 4)
     assert sim.idle_nodes(H100) == 0
-    check(sim)
+    check(sim, down={"ue-0"})
     with pytest.raises(InsufficientCapacity):
         sim.submit(spec("s2", SPOT, 8))  # ue-0's GPUs go to no one
     sim.submit(spec("s3", SPOT, 4))  # ue-1's idle ones still do
-    check(sim)
+    check(sim, down={"ue-0"})
     with pytest.raises(NotFound):
         sim.set_node_down("ue-9", reason="no such node")
     with pytest.raises(NotFound):
@@ -570,7 +577,7 @@ def test_a_node_down_ends_a_multi_node_lease_whole_and_frees_its_other_nodes() -
     assert sim.workload("i1").state is WorkloadState.RUNNING  # ue-0, free again
     assert sim.workload("i1").allocation == {"ue-0": ALL8}
     assert held(pool_usage(sim)) == {INT: 8}
-    check(sim)
+    check(sim, down={"ue-1"})
 
 
 def test_a_reservation_whose_set_aside_node_is_down_claims_another_and_starts_on_time() -> None:
@@ -579,7 +586,7 @@ def test_a_reservation_whose_set_aside_node_is_down_claims_another_and_starts_on
     (node,) = (hold.name for hold in sim.node_holds(H100) if hold.reserved)
     other = "ue-1" if node == "ue-0" else "ue-0"
     sim.set_node_down(node, reason="maintenance")
-    check(sim)
+    check(sim, down={node})
     at(clock, 600)
     view = sim.workload("r1")
     assert view.state is WorkloadState.RUNNING and view.allocation == {other: ALL8}
@@ -591,20 +598,47 @@ def test_invariants_hold_while_nodes_go_down_and_up_under_the_owners_work() -> N
     sim, clock = engine(OwnerWorkload(seed=5))
     nodes = ("ue-0", "ue-1", "ew-0", "ew-1")
     failed = 0
+    down: set[str] = set()
     for step in range(400):
         clock.advance(STEP)
         node = nodes[step % 4]
         if step % 7 == 0:
             sim.set_node_down(node, reason="flaky")
+            down.add(node)
         elif step % 5 == 0:
             sim.set_node_up(node)
+            down.discard(node)
         for usage in sim.usage():
             if usage.idle >= 2:
                 with contextlib.suppress(InsufficientCapacity):  # idle, but a down node's
                     sim.submit(spec(f"s-{step}-{usage.pool}", SPOT, 2, pool=usage.pool))
         failed += sum(1 for e in sim.poll() if e.outcome is Outcome.FAILED)
-        check(sim)
+        check(sim, down)
     assert failed >= 1
+
+
+def test_a_down_node_s_gpus_are_counted_down_not_idle_until_it_is_up() -> None:
+    sim, _ = engine()
+    sim.submit(spec("s1", SPOT, 4))  # ue-0
+    sim.submit(spec("a1", SPOT, 8, pool=A100))
+    sim.set_node_down("ue-0", reason="ECC errors")
+    usage = pool_usage(sim)
+    assert held(usage) == {} and (usage.down, usage.idle, usage.claimed) == (8, 8, 0)
+    assert held(pool_usage(sim, A100)) == {SPOT: 8} and pool_usage(sim, A100).down == 0
+    check(sim, down={"ue-0"})
+    sim.submit(spec("s2", SPOT, 8))  # the idle the usage offers is there to be had
+    usage = pool_usage(sim)
+    assert held(usage) == {SPOT: 8} and (usage.down, usage.idle) == (8, 0)
+    with pytest.raises(InsufficientCapacity):
+        sim.submit(spec("s3", SPOT, 1))
+    check(sim, down={"ue-0"})
+    sim.set_node_down("ue-0", reason="again")  # idempotent: counted once
+    assert pool_usage(sim).down == 8
+
+    sim.set_node_up("ue-0")
+    usage = pool_usage(sim)
+    assert (usage.down, usage.idle) == (0, 8)
+    check(sim)
 
 
 def test_reserved_claims_at_start_minus_notice_starts_at_start_and_completes_at_end() -> None:

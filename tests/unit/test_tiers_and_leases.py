@@ -146,6 +146,16 @@ def test_pool_load_idle_is_never_negative() -> None:
     assert PoolLoad(total=8, by_tier={INT: 8}, claimed=2).idle == 0
 
 
+def test_pool_load_gpus_of_nodes_out_of_service_are_not_idle_and_not_offered_for_spot() -> None:
+    load = PoolLoad(total=24, by_tier={INT: 4, SPOT: 6, OD: 2}, claimed=1, down=8)
+
+    assert load.busy == 12
+    assert load.idle == 3  # 24 − 12 − 1 − 8
+    assert available_now(SPOT, load, floor=8, committed=2) == 3
+    assert available_now(OD, load, floor=16, committed=0) == 9  # down GPUs are no one's to take
+    assert PoolLoad(total=8, by_tier={}, down=8).idle == 0  # its one node down
+
+
 @pytest.mark.parametrize(
     ("floor", "committed", "expected"),
     [(8, 0, 8), (8, 3, 5), (8, 8, 0), (8, 10, 0), (0, 0, 0)],

@@ -31,8 +31,9 @@ class FleetCollector:
         snap = owner_books.snapshot(self._ctx)
         gpus = GaugeMetricFamily(
             "backfill_gpus",
-            "GPUs per pool now, by state: the tier holding them, idle, or claimed (idle but "
-            "promised to work waiting for a noticed spot holder to stop)",
+            "GPUs per pool now, by state: the tier holding them, idle, claimed (idle but "
+            "promised to work waiting for a noticed spot holder to stop), or down (on nodes out "
+            "of service); the states add up to the pool's GPUs",
             labels=["pool", "state"],
         )
         for use in snap.usage:
@@ -40,6 +41,7 @@ class FleetCollector:
                 gpus.add_metric([use.pool, tier.value], use.by_tier.get(tier, 0))
             gpus.add_metric([use.pool, "idle"], use.idle)
             gpus.add_metric([use.pool, "claimed"], use.claimed)
+            gpus.add_metric([use.pool, "down"], use.down)
         yield gpus
         spot = GaugeMetricFamily(
             "backfill_spot_price", "The pool's spot price per GPU-hour now", labels=["pool"]

@@ -59,6 +59,9 @@ class LeaseRead(BaseModel):
     ended_at: datetime | None
     notice: Notice | None
     exit_code: int | None
+    end_reason: str | None = Field(
+        description="Why the lease ended, as the engine said (a failed node names the node)"
+    )
     allocation: dict[str, list[int]]
 
 
@@ -205,6 +208,7 @@ class PoolRead(BaseModel):
     by_tier: dict[str, int]
     idle: int
     claimed: int
+    down: int = Field(description="GPUs of nodes out of service: neither held nor idle")
     queued_gpus: int
     revenue: Decimal
 
@@ -216,6 +220,7 @@ class Dashboard(BaseModel):
     gpus: int
     by_tier: dict[str, int]
     idle: int
+    down: int
     revenue: Decimal
     pools: list[PoolRead]
 

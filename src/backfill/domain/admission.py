@@ -22,6 +22,8 @@ class PoolLoad:
     """GPUs held now by running (and noticed) work of each tier."""
     claimed: int = 0
     """Idle GPUs promised to work that waits for noticed holders to stop."""
+    down: int = 0
+    """GPUs of nodes out of service: neither busy nor idle."""
 
     @property
     def busy(self) -> int:
@@ -29,7 +31,7 @@ class PoolLoad:
 
     @property
     def idle(self) -> int:
-        return max(0, self.total - self.busy - self.claimed)
+        return max(0, self.total - self.busy - self.claimed - self.down)
 
 
 def floor_headroom(floor: int, committed: int) -> int:

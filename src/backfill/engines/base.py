@@ -202,7 +202,8 @@ class FleetEngine(ABC):
         """The node fails, or is taken out of service: every workload holding GPUs on it ends at
         once, ``FAILED`` with ``exit_code`` None, its ``ENDED`` event's ``reason`` naming the node
         (``node <node> down: <reason>``). Its GPUs go to no work until ``set_node_up``; work that
-        was only waiting (queued, or pending for GPUs) keeps waiting.
+        was only waiting (queued, or pending for GPUs) keeps waiting. ``usage`` counts them
+        ``down``, not idle.
 
         Idempotent: a node already down stays down. Raises ``NotFound`` for an unknown node.
         """
@@ -220,7 +221,7 @@ class FleetEngine(ABC):
 
     @abstractmethod
     def usage(self) -> list[PoolUsage]:
-        """GPUs per tier in every pool, now."""
+        """GPUs per tier in every pool, now; those of nodes out of service as ``down``."""
 
     @abstractmethod
     def workload(self, workload_id: str) -> WorkloadView:

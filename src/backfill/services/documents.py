@@ -47,6 +47,7 @@ def lease_document(lease: Lease) -> dict[str, Any]:
         "ended_at": _iso(lease.ended_at),
         "notice": notice,
         "exit_code": lease.exit_code,
+        "end_reason": lease.end_reason,
         "allocation": lease.allocation or {},
     }
 

@@ -40,6 +40,8 @@ class PoolView:
     by_tier: dict[str, int]
     idle: int
     claimed: int
+    down: int
+    """GPUs of nodes out of service: neither held nor idle."""
     queued_gpus: int
     revenue: Decimal
 
@@ -80,6 +82,7 @@ def pools(ctx: Context) -> tuple[datetime, list[PoolView]]:
                     by_tier={t.value: use.by_tier.get(t, 0) for t in Tier},
                     idle=use.idle,
                     claimed=use.claimed,
+                    down=use.down,
                     queued_gpus=use.queued_gpus,
                     revenue=revenue.get(pool.key, Decimal(0)).quantize(Decimal("0.01")),
                 )
@@ -100,6 +103,7 @@ def dashboard(ctx: Context) -> dict[str, Any]:
         "gpus": sum(v.gpus for v in views),
         "by_tier": totals,
         "idle": sum(v.idle for v in views),
+        "down": sum(v.down for v in views),
         "revenue": sum((v.revenue for v in views), Decimal(0)),
         "pools": views,
     }

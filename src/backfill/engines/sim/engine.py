@@ -903,20 +903,28 @@ class SimEngine(FleetEngine):
 
     def _pool_usage(self, pool: Pool) -> PoolUsage:
         by_tier: dict[Tier, int] = dict.fromkeys(Tier, 0)
-        claimed = 0
+        claimed = down = 0
         for node in pool.nodes:
+            out = node.name in self._down  # none of it idle (nothing holds or claims it)
             for h, c in zip(self._holder[node.name], self._claim[node.name], strict=True):
                 if h is not None:
                     by_tier[self._workloads[h].spec.tier] += 1
                 elif c is not None:
                     claimed += 1
+                elif out:
+                    down += 1
         queued = sum(
             self._workloads[w].spec.gpus
             for w in self._queue
             if self._workloads[w].spec.pool == pool.key
         )
         return PoolUsage(
-            pool=pool.key, total=pool.gpus, by_tier=by_tier, claimed=claimed, queued_gpus=queued
+            pool=pool.key,
+            total=pool.gpus,
+            by_tier=by_tier,
+            claimed=claimed,
+            down=down,
+            queued_gpus=queued,
         )
 
     def _emit(self, work: _Workload, kind: EventKind) -> None:

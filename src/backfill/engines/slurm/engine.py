@@ -27,7 +27,8 @@ What Slurm does not do for us, the engine does:
   and then ``DOWN`` (Slurm kills its jobs: ``NODE_FAIL``); the drain outlives its slurmd
   registering again (with ``ReturnToService=2`` a down node is back in service at once), until
   ``set_node_up`` resumes it. A lease's job that a lost node ended (however it was lost) ends
-  ``failed``, its reason the node's as Slurm records it.
+  ``failed``, its reason the node's as Slurm records it. ``usage`` counts the GPUs no job holds
+  on a node Slurm starts nothing on (however it got so) ``down``, not idle.
 - Slurm checks grace periods every 30 s or so, so a preempted job ends up to that much late; the
   engine cancels a noticed job as soon as its notice has run out, so the owner's job waits no
   longer than the notice.
@@ -107,6 +108,9 @@ DENY = "Flags=DenyOnLimit"
 """A job over its account's limits is refused at ``sbatch`` (a clear error), not left pending."""
 REFRESH_SECONDS = 0.5
 """How stale a read of the queue may be before ``poll``/``usage`` read it again."""
+NODES_SECONDS = 5.0
+"""How stale a read of the nodes' states may be before ``usage`` reads them again (placement
+always reads them; ``set_node_down`` and ``set_node_up`` make the next ``usage`` read them)."""
 RETRY_SECONDS = 5.0
 """After Slurm failed to answer, reads fail at once for this long (a client's own timeout with an
 unreachable controller is ~9 s: the API should not hang that long on every request)."""
@@ -237,6 +241,8 @@ class SlurmEngine(FleetEngine):
         self._down: tuple[float, EngineUnavailable] | None = None
         self._lost_read_at = -math.inf
         self._down_reason: dict[str, str] = {}  # node → why set_node_down took it out of service
+        self._out_of_service: set[str] = set()  # nodes Slurm starts nothing on, as last read
+        self._nodes_read_at = -math.inf
         self._fleet, self._partition = self._inventory()
         if self.config.output_dir is not None:
             self.config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -511,6 +517,7 @@ class SlurmEngine(FleetEngine):
             said = 'Reason="' + reason.replace('"', "'") + '"'  # scontrol splits it unquoted
             for state in ("DRAIN", "DOWN"):  # no new job on it, then its jobs killed
                 self.cli.run("scontrol", "update", f"NodeName={node}", f"State={state}", said)
+            self._nodes_read_at = -math.inf  # the next usage reads the nodes afresh
             with contextlib.suppress(EngineUnavailable):  # the next read sees the jobs end
                 self._refresh(force=True)
 
@@ -523,6 +530,7 @@ class SlurmEngine(FleetEngine):
                 if "Invalid node state" not in exc.message:
                     raise
             self._down_reason.pop(node, None)
+            self._nodes_read_at = -math.inf  # the next usage reads the nodes afresh
 
     def poll(self) -> list[EngineEvent]:
         with self._lock:
@@ -536,17 +544,28 @@ class SlurmEngine(FleetEngine):
             self._refresh()
             by_pool: dict[str, dict[Tier, int]] = {p.key: {} for p in self._fleet.pools}
             queued: dict[str, int] = {p.key: 0 for p in self._fleet.pools}
+            out = self._nodes_out_of_service()
+            down = {  # the GPUs of nodes out of service ...
+                p.key: sum(n.gpus for n in p.nodes if n.name in out) for p in self._fleet.pools
+            }
             for job in self._jobs.values():
                 if job.state in (WorkloadState.RUNNING, WorkloadState.NOTICED):
                     tiers = by_pool[job.spec.pool]
                     tiers[job.spec.tier] = tiers.get(job.spec.tier, 0) + job.spec.gpus
+                    for node, gpus in job.allocation.items():  # ... but those work holds still
+                        if node in out:
+                            down[job.spec.pool] -= len(gpus)
                 elif job.state is WorkloadState.QUEUED or (
                     job.state is WorkloadState.PENDING and job.spec.tier is Tier.INTERNAL
                 ):
                     queued[job.spec.pool] += job.spec.gpus
             return [
                 PoolUsage(
-                    pool=p.key, total=p.gpus, by_tier=by_pool[p.key], queued_gpus=queued[p.key]
+                    pool=p.key,
+                    total=p.gpus,
+                    by_tier=by_pool[p.key],
+                    down=max(0, down[p.key]),
+                    queued_gpus=queued[p.key],
                 )
                 for p in self._fleet.pools
             ]
@@ -864,12 +883,20 @@ class SlurmEngine(FleetEngine):
     def _usable_nodes(self) -> set[str]:
         """Nodes Slurm would start work on now: not down, drained, failing or unreachable."""
         out = self.cli.run("scontrol", "-o", "show", "node")
-        usable = set()
+        usable: set[str] = set()
+        unusable: set[str] = set()
         for record in scontrol_records(out):
             flags = set(record.get("State", "").replace("*", "+NOT_RESPONDING").split("+"))
-            if not flags & _UNUSABLE:
-                usable.add(record.get("NodeName", ""))
+            (unusable if flags & _UNUSABLE else usable).add(record.get("NodeName", ""))
+        self._out_of_service, self._nodes_read_at = unusable, time.monotonic()
         return usable
+
+    def _nodes_out_of_service(self) -> set[str]:
+        """The nodes Slurm starts nothing on (down, drained, failing, unreachable), as the last
+        read of the nodes had them if it is at most ``NODES_SECONDS`` old, else read now."""
+        if time.monotonic() - self._nodes_read_at >= NODES_SECONDS:
+            self._usable_nodes()
+        return self._out_of_service
 
     def _unreserve(self, name: str) -> None:
         with contextlib.suppress(Conflict):  # gone already (its period ended)
