@@ -15,6 +15,8 @@ from backfill.domain.fleet import DEFAULT_NOTICE_SECONDS, Fleet
 from backfill.engines.base import FleetEngine
 from backfill.engines.sim import ManualClock, OwnerWorkload, SimEngine, WallClock
 from backfill.errors import Conflict
+from backfill.inference.gateway import Gateway
+from backfill.inference.replicas import ReplicaSupervisor
 from backfill.inventory import demo_fleet_path, load_fleet
 from backfill.services import budgets, recovery, tenants, webhooks
 from backfill.services.context import Context
@@ -50,6 +52,10 @@ class Settings:
     price_interval: float = 60.0
     operator_key: str | None = None
     max_body_bytes: int = 64 * 1024
+    requests_per_minute: int | None = None
+    """The gateway's default per-tenant limit of requests per minute (None: none)."""
+    tokens_per_minute: int | None = None
+    """The gateway's default per-tenant limit of tokens per minute (None: none)."""
     data_dir: Path = field(default_factory=lambda: Path(".backfill"))
 
     @classmethod
@@ -105,6 +111,13 @@ class Runtime:
         tenants.apply_quotas(self.ctx)
         self.restored = recovery.restore(self.ctx)
         sync(self.ctx)
+        self.supervisor = ReplicaSupervisor(self.ctx, log_dir=settings.data_dir / "replicas")
+        self.gateway = Gateway(
+            self.ctx,
+            self.supervisor,
+            default_rpm=settings.requests_per_minute,
+            default_tpm=settings.tokens_per_minute,
+        )
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -154,7 +167,9 @@ class Runtime:
             return self.clock.now()
 
     def start(self) -> None:
-        """Start the ticker (wall clocks only: a manual clock moves only when told)."""
+        """Start the model replicas' supervisor, and the ticker (wall clocks only: a manual
+        clock moves only when told)."""
+        self.supervisor.start()
         if self._ticker is not None or isinstance(self.clock, ManualClock):
             return
         self._ticker = threading.Thread(target=self._run, name="backfill-ticker", daemon=True)
@@ -171,6 +186,7 @@ class Runtime:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=10)
+        self.supervisor.close()
         self.engine.close()
         self.ctx.http.close()
         self.db.dispose()

@@ -16,7 +16,7 @@ class BackgroundServer:
 
     def __init__(self, runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0) -> None:
         config = uvicorn.Config(
-            create_app(runtime), host=host, port=port, log_level="warning", lifespan="off"
+            create_app(runtime), host=host, port=port, log_level="warning", lifespan="on"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="backfill-api", daemon=True)

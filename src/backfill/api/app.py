@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from backfill import __version__
@@ -12,34 +15,66 @@ from backfill.api.routers import (
     budgets,
     catalog,
     events,
+    inference,
     invoices,
     leases,
     owner,
     usage,
     webhooks,
 )
+from backfill.inference.gateway import MAX_BODY
 from backfill.runtime import Runtime
 
 MAX_FLEET_UPLOAD = 2 * 1024 * 1024
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await runtime.gateway.close()  # its connections belong to this event loop
+
     app = FastAPI(
         title="Backfill",
         version=__version__,
-        description="Lease a private fleet's idle GPUs: on-demand, spot with notice, reserved.",
+        description="Lease a private fleet's idle GPUs: on-demand, spot with notice, reserved; "
+        "and open models behind an OpenAI-compatible API.",
+        lifespan=lifespan,
     )
     app.state.runtime = runtime
     errors.install(app)
-    for module in (catalog, leases, usage, events, budgets, invoices, webhooks, admin, owner):
+    for module in (
+        catalog,
+        leases,
+        usage,
+        events,
+        budgets,
+        invoices,
+        inference,
+        webhooks,
+        admin,
+        owner,
+    ):
         app.include_router(module.router)
-    for extra in (events.admin, budgets.admin, budgets.holds, invoices.admin, owner.metrics):
+    for extra in (
+        events.admin,
+        budgets.admin,
+        budgets.holds,
+        invoices.admin,
+        inference.admin,
+        owner.metrics,
+    ):
         app.include_router(extra)
     app.state.metrics = metrics.registry(runtime.ctx)  # one registry per app, read at scrape
     app.add_middleware(
         BodyLimit,
         max_bytes=runtime.settings.max_body_bytes,
-        larger={"/v1/admin/fleet/check": MAX_FLEET_UPLOAD, "/v1/events": events.MAX_EVENTS_BODY},
+        larger={
+            "/v1/admin/fleet/check": MAX_FLEET_UPLOAD,
+            "/v1/events": events.MAX_EVENTS_BODY,
+            "/v1/chat/completions": MAX_BODY,
+            "/v1/completions": MAX_BODY,
+        },
     )
 
     @app.get("/healthz", tags=["health"])

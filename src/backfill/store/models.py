@@ -284,3 +284,40 @@ class CreditNote(Base):
     """The invoice line it corrects (None: the invoice as a whole)."""
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Deployment(Base):
+    """A model served behind the OpenAI-compatible gateway: ``replicas`` engine servers, each a
+    workload of ``gpus`` GPUs of ``pool`` at ``tier`` on the fleet."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), unique=True)
+    """The name tenants ask for (``model`` in a request)."""
+    engine: Mapped[str] = mapped_column(String(16))
+    weights: Mapped[str] = mapped_column(String(1024))
+    replicas: Mapped[int] = mapped_column(Integer)
+    tier: Mapped[str] = mapped_column(String(16))
+    pool: Mapped[str] = mapped_column(String(160))
+    gpus: Mapped[int] = mapped_column(Integer)
+    context_length: Mapped[int] = mapped_column(Integer)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    """None: public, every tenant may use it; else private to that tenant."""
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RateLimit(Base):
+    """Requests and tokens per minute a tenant (``key_id`` None) or one of its keys may use."""
+
+    __tablename__ = "rate_limits"
+    __table_args__ = (UniqueConstraint("tenant_id", "scope"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    scope: Mapped[str] = mapped_column(String(40))
+    """``tenant``, or the key's id."""
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)

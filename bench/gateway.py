@@ -1,0 +1,156 @@
+"""The gateway's cost: latency it adds and tokens/s through it, against the engine called directly.
+
+    python bench/gateway.py [--requests 300] [--stream-requests 20] [--max-tokens 128]
+
+One run, one machine: a control plane (SQLite, a real uvicorn server on a thread) with one
+deployment of SmolLM2-135M on llama.cpp's llama-server (scripts/llama-up.sh installs both). Then,
+interleaved so that drift hits both alike:
+
+- **latency**: ``--requests`` non-streamed chat completions of one token, each sent once straight
+  to the replica and once through the gateway (same body, same client); the added latency is the
+  difference of the percentiles;
+- **throughput**: ``--stream-requests`` streamed completions of ``--max-tokens`` tokens each way,
+  completion tokens per second of wall time.
+
+Everything runs on this machine's 2 cores: the engine is pinned to one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from backfill.inference.workers import DEMO_MODEL, DEMO_WEIGHTS, llama_server
+from backfill.runtime import Runtime, Settings
+from backfill.server import BackgroundServer
+
+OPERATOR = "bf_op_" + "g" * 40
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--stream-requests", type=int, default=20)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    args = parser.parse_args()
+    console = Console()
+    if llama_server() is None:
+        raise SystemExit("llama-server is not installed: run scripts/llama-up.sh first")
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+            clock="manual",
+            operator_key=OPERATOR,
+            data_dir=Path(tmp) / "state",
+        )
+        runtime = Runtime(settings)
+        runtime.start()
+        server = BackgroundServer(runtime)
+        url = server.start()
+        try:
+            run(console, url, runtime, args)
+        finally:
+            server.stop()
+            runtime.close()
+
+
+def run(console: Console, url: str, runtime: Runtime, args: argparse.Namespace) -> None:
+    op = {"Authorization": f"Bearer {OPERATOR}"}
+    tenant = httpx.post(f"{url}/v1/admin/tenants", json={"name": "bench"}, headers=op).json()
+    key = {"Authorization": f"Bearer {tenant['api_key']}"}
+    body = {"model": DEMO_MODEL, "weights": DEMO_WEIGHTS, "replicas": 1}
+    httpx.post(f"{url}/v1/admin/deployments", json=body, headers=op).raise_for_status()
+    deadline = time.monotonic() + 120
+    while not runtime.supervisor.ready(DEMO_MODEL):
+        if time.monotonic() > deadline:
+            raise SystemExit("the replica did not come up")
+        time.sleep(0.2)
+    (replica,) = runtime.supervisor.ready(DEMO_MODEL)
+    direct_url = f"{replica.url}/v1/chat/completions"
+    gateway_url = f"{url}/v1/chat/completions"
+    ask: dict[str, Any] = {
+        "model": DEMO_MODEL,
+        "messages": [{"role": "user", "content": "Say one word."}],
+        "max_tokens": 1,
+        "temperature": 0,
+    }
+    direct: list[float] = []
+    through: list[float] = []
+    with httpx.Client(timeout=60) as client, Progress(console=console) as progress:
+        for _ in range(10):  # warm both paths (prompt cache, connections)
+            client.post(direct_url, json=ask).raise_for_status()
+            client.post(gateway_url, json=ask, headers=key).raise_for_status()
+        task = progress.add_task("latency, one token", total=args.requests)
+        for i in range(args.requests):
+            order = [(direct, direct_url, {}), (through, gateway_url, key)]
+            for sink, target, headers in order if i % 2 else order[::-1]:
+                started = time.perf_counter()
+                client.post(target, json=ask, headers=headers)
+                sink.append((time.perf_counter() - started) * 1000)
+            progress.advance(task)
+        rates = {"direct": 0.0, "gateway": 0.0}
+        tokens = {"direct": 0, "gateway": 0}
+        seconds = {"direct": 0.0, "gateway": 0.0}
+        task = progress.add_task("throughput, streamed", total=args.stream_requests)
+        long_ask = {
+            **ask,
+            "max_tokens": args.max_tokens,
+            "messages": [{"role": "user", "content": "Tell a long story about a lighthouse."}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for i in range(args.stream_requests):
+            legs = [("direct", direct_url, {}), ("gateway", gateway_url, key)]
+            for name, target, headers in legs if i % 2 else legs[::-1]:
+                started = time.perf_counter()
+                count = 0
+                with client.stream("POST", target, json=long_ask, headers=headers) as answer:
+                    for line in answer.iter_lines():
+                        if '"usage"' in line and '"completion_tokens"' in line:
+                            count = int(line.split('"completion_tokens":')[1].split(",")[0])
+                seconds[name] += time.perf_counter() - started
+                tokens[name] += count
+            progress.advance(task)
+        for name in rates:
+            rates[name] = tokens[name] / seconds[name]
+    table = Table(title="Gateway vs the engine directly (same run, same machine)")
+    for column in ("", "direct", "gateway", "added / ratio"):
+        table.add_column(column, justify="right")
+    for label, q in (("p50 ms", 0.5), ("p99 ms", 0.99)):
+        d, g = percentile(direct, q), percentile(through, q)
+        table.add_row(label, f"{d:.2f}", f"{g:.2f}", f"+{g - d:.2f} ms")
+    table.add_row(
+        "mean ms",
+        f"{statistics.mean(direct):.2f}",
+        f"{statistics.mean(through):.2f}",
+        f"+{statistics.mean(through) - statistics.mean(direct):.2f} ms",
+    )
+    table.add_row(
+        "tokens/s (streamed)",
+        f"{rates['direct']:.1f}",
+        f"{rates['gateway']:.1f}",
+        f"{100 * rates['gateway'] / rates['direct']:.1f} %",
+    )
+    console.print(table)
+    console.print(
+        f"{args.requests} one-token requests each way; {args.stream_requests} streams "
+        f"of {args.max_tokens} tokens each way"
+    )
+
+
+if __name__ == "__main__":
+    main()

