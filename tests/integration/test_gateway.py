@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,10 @@ def wait_ready(platform: Platform, count: int, timeout: float = 120) -> list[dic
 
 
 def client(platform: Platform, key: str) -> Any:
-    return openai.OpenAI(base_url=f"{platform.url}/v1", api_key=key, max_retries=0)
+    """The official client, closed with the platform's own clients."""
+    ai = openai.OpenAI(base_url=f"{platform.url}/v1", api_key=key, max_retries=0)
+    platform.clients.append(ai)
+    return ai
 
 
 def new_tenant(platform: Platform, name: str) -> tuple[str, str]:
@@ -136,6 +140,22 @@ def test_bad_keys_unknown_models_and_rate_limits_answer_as_openai_does(served: P
     with pytest.raises(openai.RateLimitError) as refused:
         ai.chat.completions.create(**ask)
     assert int(refused.value.response.headers["Retry-After"]) >= 1
+    # On credit: what a request may cost is held first; a credit that cannot cover it is a 402.
+    broke_key, broke = new_tenant(platform, "broke")
+    platform.operator.post(
+        "/v1/admin/prices",
+        json={"product": "inference", "item": MODEL, "dimension": "output", "price": "1000"},
+    )
+    platform.operator.post(f"/v1/admin/tenants/{broke}/credits", json={"amount": "0.01"})
+    with pytest.raises(openai.APIStatusError) as unpaid:
+        client(platform, broke_key).chat.completions.create(**{**ask, "max_tokens": 100})
+    assert unpaid.value.status_code == 402
+    small = client(platform, broke_key).chat.completions.create(**{**ask, "max_tokens": 1})
+    assert small.usage.completion_tokens == 1  # 1 token at 1000/M fits in 0.01
+    (credit,) = httpx.get(
+        f"{platform.url}/v1/budgets", headers={"Authorization": f"Bearer {broke_key}"}
+    ).json()["data"]
+    assert Decimal(credit["spent"]) == Decimal("0.001") and Decimal(credit["held"]) == 0
     raw = httpx.post(
         f"{platform.url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {key}"},

@@ -109,9 +109,10 @@ class Gateway:
             who = await self._principal(authorization)
             body = _parse(raw, kind)
             deployment = await self._deployment(str(body["model"]), who)
-            estimate = _estimate(raw, body, deployment.context_length)
+            prompt, most = _estimate(raw, body, deployment.context_length)
+            estimate = prompt + most
             await self._limit(who, estimate)
-            hold = await self._hold(who, deployment.model, estimate, body)
+            hold = await self._hold(who, deployment.model, prompt, most)
         except Refused as refused:
             return refused.response
         request_id = f"req_{uuid.uuid4().hex}"
@@ -368,9 +369,7 @@ class Gateway:
             limits[who.key_id] = found[who.key_id]
         return limits
 
-    async def _hold(
-        self, who: Principal, model: str, estimate: int, body: dict[str, Any]
-    ) -> str | None:
+    async def _hold(self, who: Principal, model: str, prompt: int, most: int) -> str | None:
         """A hold of what the request may cost at most, when the tenant or key has a budget."""
         assert who.tenant_id is not None
         tenant_id = who.tenant_id
@@ -388,7 +387,7 @@ class Gateway:
             self._remember(("budgets", tenant_id), found)
         if not found or (budgets.TENANT not in found and who.key_id not in found):
             return None
-        amount = max(await self._cost(model, estimate, estimate), Decimal("0.000001"))
+        amount = max(await self._cost(model, prompt, most), Decimal("0.000001"))
         key = who.key_id if who.key_id in found else None
         try:
             hold = await anyio.to_thread.run_sync(
@@ -397,7 +396,7 @@ class Gateway:
                     tenant_id=tenant_id,
                     key_id=key,
                     amount=amount,
-                    description=f"{model}: at most {estimate} tokens",
+                    description=f"{model}: at most {prompt} + {most} tokens",
                 )
             )
         except BackfillError as exc:
@@ -550,12 +549,12 @@ def _invalid(message: str, param: str | None) -> JSONResponse:
     )
 
 
-def _estimate(raw: bytes, body: dict[str, Any], context_length: int) -> int:
-    """Tokens the request may use at most: its prompt generously, and its max_tokens (or what
-    the context leaves)."""
+def _estimate(raw: bytes, body: dict[str, Any], context_length: int) -> tuple[int, int]:
+    """(prompt tokens, completion tokens) the request may use at most: its prompt generously
+    (a token per 3 bytes of the body), and its max_tokens (or the whole context)."""
     prompt = math.ceil(len(raw) / CHARS_PER_TOKEN)
     limit = body.get("max_tokens", body.get("max_completion_tokens"))
-    return prompt + (limit if isinstance(limit, int) else context_length)
+    return prompt, min(limit, context_length) if isinstance(limit, int) else context_length
 
 
 def _count(value: Any) -> int:
