@@ -162,6 +162,31 @@ def test_bad_keys_unknown_models_and_rate_limits_answer_as_openai_does(served: P
         content=b"{not json",
     )
     assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
+    for bad, param in [
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": MODEL, "messages": "hi"}, "messages"),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "max_tokens",
+        ),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
+            "stream",
+        ),
+    ]:
+        refused = httpx.post(
+            f"{platform.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json=bad,
+        )
+        assert refused.status_code == 400, bad
+        assert refused.json()["error"]["param"] == param, refused.text
+    huge = httpx.post(
+        f"{platform.url}/v1/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "prompt": "x" * (2 * 1024 * 1024)},
+    )
+    assert huge.status_code == 413
 
 
 def test_two_tenants_see_neither_the_others_usage_nor_private_models(served: Platform) -> None:

@@ -43,6 +43,7 @@ CACHE_SECONDS = 5.0
 """How long a key, a deployment list or a tenant's limits are trusted without a database read:
 a revoked key stops working within this."""
 ATTEMPTS = 3
+MAX_CACHED = 10_000
 MAX_BODY = 1024 * 1024
 CHARS_PER_TOKEN = 3
 """For estimates made before the engine counts (holds, token limits): generous on purpose."""
@@ -488,6 +489,8 @@ class Gateway:
 
     def _remember(self, key: tuple[str, str], value: Any, seconds: float = CACHE_SECONDS) -> None:
         with self._lock:
+            if len(self._cache) >= MAX_CACHED:  # many keys tried (a guesser): start afresh
+                self._cache.clear()
             self._cache[key] = _Cached(value, time.monotonic() + seconds)
 
     def forget(self) -> None:
