@@ -157,3 +157,15 @@ class BackfillClient:
         return dict(
             self._call("POST", f"/v1/admin/invoices/{invoice_id}/credit-notes", json=payload)
         )
+
+    # inference
+    def create_deployment(self, **body: Any) -> dict[str, Any]:
+        payload = {k: v for k, v in body.items() if v is not None}
+        return dict(self._call("POST", "/v1/admin/deployments", json=payload))
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/admin/deployments")["data"])
+
+    def chat(self, **body: Any) -> dict[str, Any]:
+        """OpenAI's chat completions, not streamed (the official ``openai`` client does more)."""
+        return dict(self._call("POST", "/v1/chat/completions", json=body))

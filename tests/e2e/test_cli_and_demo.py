@@ -85,6 +85,91 @@ def test_demo_serves_the_catalog_and_stops_cleanly_on_sigint(tmp_path: Path) -> 
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
+@pytest.mark.slow
+def test_demo_serves_the_small_model_to_the_official_client(tmp_path: Path) -> None:
+    from backfill.inference.workers import LLAMA_SERVER_ENV
+    from tests.inference import MODEL, llama_up
+
+    openai = pytest.importorskip("openai")
+    reason = llama_up()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _env(tmp_path / "state")
+    if os.environ.get(LLAMA_SERVER_ENV):  # where llama_up found it
+        env[LLAMA_SERVER_ENV] = os.environ[LLAMA_SERVER_ENV]
+    process = subprocess.Popen(
+        [*BACKFILL, "demo", "--port", str(port), "--no-live", "--speed", "600"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pid = None
+    try:
+        output = _read_until(process, r"Ctrl-C stops the demo", timeout=60)
+        found = re.search(r"API key: (bf_live_\S+)", output)
+        assert found is not None
+        key = found.group(1)
+        assert f'OpenAI(base_url="{url}/v1", api_key="{key}")' in output  # the snippet
+        tenant = {"Authorization": f"Bearer {key}"}
+        operator_key = (tmp_path / "state" / "operator.key").read_text().strip()
+        operator = {"Authorization": f"Bearer {operator_key}"}
+
+        ai = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+        deadline = time.monotonic() + 120
+        while True:  # deployed (not waited for) as the demo starts
+            models = httpx.get(f"{url}/v1/models", headers=tenant).json()["data"]
+            if MODEL in [m["id"] for m in models]:
+                break
+            assert time.monotonic() < deadline, "the demo did not deploy its model"
+            time.sleep(0.2)
+        while True:  # listed at once; answering once its replica is up (about a second)
+            try:
+                chat = ai.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": "Name one colour."}],
+                    max_tokens=8,
+                )
+                break
+            except openai.APIStatusError as exc:
+                assert exc.status_code == 503 and time.monotonic() < deadline, exc
+                time.sleep(0.5)
+        assert chat.choices[0].message.content
+        assert 0 < chat.usage.completion_tokens <= 8
+
+        (deployment,) = httpx.get(f"{url}/v1/admin/deployments", headers=operator).json()["data"]
+        assert (deployment["model"], deployment["tier"]) == (MODEL, "on_demand")
+        assert deployment["pool"] == "us-east/A100"
+        (replica,) = [r for r in deployment["running"] if r["state"] == "ready"]
+        pid = replica["pid"]
+        assert "llama-server" in Path(f"/proc/{pid}/cmdline").read_text()
+        prices = httpx.get(f"{url}/v1/prices", params={"product": "inference"}, headers=tenant)
+        assert {(p["item"], p["dimension"]) for p in prices.json()["data"]} >= {
+            (MODEL, "input"),
+            (MODEL, "output"),
+        }
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops it
+        try:
+            rest, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            rest, _ = process.communicate()
+    assert process.returncode == 0, rest
+    assert "stopped cleanly" in rest
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # the model's server stopped with the demo
+    os.killpg(pid, signal.SIGKILL)
+    raise AssertionError(f"the demo left its model's server (pid {pid}) running")
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
     """``backfill serve`` on a manual clock, as its own process."""
