@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,14 +99,16 @@ class Platform:
 
 
 def start_platform(database_url: str, **settings: Any) -> Iterator[Platform]:
-    config = Settings(
-        database_url=database_url,
-        clock="manual",
-        operator_key=OPERATOR_KEY,
-        price_interval=settings.pop("price_interval", 3600.0),
-        **settings,
-    )
-    yield from serve(config)
+    with tempfile.TemporaryDirectory() as state:  # its own replicas' logs and usage spool
+        config = Settings(
+            database_url=database_url,
+            clock="manual",
+            operator_key=OPERATOR_KEY,
+            price_interval=settings.pop("price_interval", 3600.0),
+            data_dir=settings.pop("data_dir", Path(state)),
+            **settings,
+        )
+        yield from serve(config)
 
 
 def serve(settings: Settings) -> Iterator[Platform]:

@@ -20,6 +20,7 @@ from backfill.inference.replicas import ReplicaSupervisor
 from backfill.inventory import demo_fleet_path, load_fleet
 from backfill.services import budgets, recovery, tenants, webhooks
 from backfill.services.context import Context
+from backfill.services.spool import UsageSpool
 from backfill.services.sync import sync
 from backfill.store.db import connect, migrate, sessions
 
@@ -112,9 +113,11 @@ class Runtime:
         self.restored = recovery.restore(self.ctx)
         sync(self.ctx)
         self.supervisor = ReplicaSupervisor(self.ctx, log_dir=settings.data_dir / "replicas")
+        self.spool = UsageSpool(self.ctx, settings.data_dir / "usage-spool")
         self.gateway = Gateway(
             self.ctx,
             self.supervisor,
+            self.spool,
             default_rpm=settings.requests_per_minute,
             default_tpm=settings.tokens_per_minute,
         )
@@ -169,6 +172,7 @@ class Runtime:
     def start(self) -> None:
         """Start the model replicas' supervisor, and the ticker (wall clocks only: a manual
         clock moves only when told)."""
+        self.spool.start()
         self.supervisor.start()
         if self._ticker is not None or isinstance(self.clock, ManualClock):
             return
@@ -187,6 +191,7 @@ class Runtime:
         if self._ticker is not None:
             self._ticker.join(timeout=10)
         self.supervisor.close()
+        self.spool.close()
         self.engine.close()
         self.ctx.http.close()
         self.db.dispose()

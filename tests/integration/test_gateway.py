@@ -62,6 +62,24 @@ def client(platform: Platform, key: str) -> Any:
     return ai
 
 
+def eventually(probe: Any, timeout: float = 10.0) -> Any:
+    """``probe()``'s first answer that is not None, polled (usage reaches the store from the
+    gateway's spool within a fraction of a second)."""
+    deadline = time.monotonic() + timeout
+    while (answer := probe()) is None:
+        assert time.monotonic() < deadline, "it did not happen in time"
+        time.sleep(0.05)
+    return answer
+
+
+def token_meter(platform: Platform, key: str, events: int) -> dict[str, Any] | None:
+    meters = httpx.get(
+        f"{platform.url}/v1/meters", headers={"Authorization": f"Bearer {key}"}
+    ).json()["data"]
+    found = [m for m in meters if m["type"] == "backfill.inference.tokens"]
+    return found[0] if found and found[0]["events"] == events else None
+
+
 def new_tenant(platform: Platform, name: str) -> tuple[str, str]:
     created = platform.operator.post("/v1/admin/tenants", json={"name": name}).json()
     return str(created["api_key"]), str(created["tenant"]["id"])
@@ -107,11 +125,8 @@ def test_the_official_client_lists_chats_and_streams_and_usage_is_billed(
     completion = ai.completions.create(model=MODEL, prompt="The sky is", max_tokens=5, stop=["."])
     assert completion.usage.completion_tokens <= 5
 
-    # Billed: the engine's own counts, to this tenant, priced per million output tokens.
-    meters = httpx.get(
-        f"{platform.url}/v1/meters", headers={"Authorization": f"Bearer {key}"}
-    ).json()["data"]
-    (tokens,) = [m for m in meters if m["type"] == "backfill.inference.tokens"]
+    # Billed: the engine's own counts, to this tenant (in the store within the spool's interval).
+    tokens = eventually(lambda: token_meter(platform, key, events=3))
     expected_out = 2 * chat.usage.completion_tokens + completion.usage.completion_tokens
     expected_in = 2 * chat.usage.prompt_tokens + completion.usage.prompt_tokens
     assert tokens["units"] == {"input_tokens": expected_in, "output_tokens": expected_out}
@@ -203,6 +218,7 @@ def test_two_tenants_see_neither_the_others_usage_nor_private_models(served: Pla
     client(platform, acme_key).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
     )
+    eventually(lambda: token_meter(platform, acme_key, events=1))
     mine = httpx.get(
         f"{platform.url}/v1/events", headers={"Authorization": f"Bearer {globex_key}"}
     ).json()["data"]

@@ -7,8 +7,9 @@ is on credit or the key is capped (a hold of what the request may cost at most, 
 the replica. A replica that fails before its first byte is marked and the request goes to
 another; one that dies mid-stream ends the stream with an OpenAI-shaped error event. The engine's
 own ``usage`` (asked for with ``stream_options.include_usage`` on streams, and passed on only if
-the tenant asked for it too) becomes a usage event for the tenant, exactly once (its id is the
-request's), and settles the hold at its rated cost.
+the tenant asked for it too) becomes a usage event for the tenant, written to the usage spool
+before the answer (or a stream's end) is sent and in the store within a fraction of a second,
+exactly once (its id is the request's); it settles the hold at its rated cost.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from sqlalchemy import select
 from backfill.domain.ratelimit import Bucket, admit
 from backfill.errors import BackfillError
 from backfill.inference.replicas import Replica, ReplicaSupervisor
-from backfill.services import budgets, events, pricebook, tenants
+from backfill.services import budgets, pricebook, tenants
 from backfill.services.context import Context
+from backfill.services.spool import UsageSpool
 from backfill.services.tenants import Principal
 from backfill.store.models import Budget, Deployment, RateLimit
 
@@ -73,6 +75,8 @@ class _Cached:
 class Gateway:
     ctx: Context
     supervisor: ReplicaSupervisor
+    spool: UsageSpool
+    """Where usage is written before the tenant hears back (see ``services.spool``)."""
     default_rpm: int | None = None
     default_tpm: int | None = None
     upstream: httpx.AsyncClient = field(
@@ -454,14 +458,9 @@ class Gateway:
                 "output_tokens": completion,
             },
         }
-        try:
-            result = await anyio.to_thread.run_sync(lambda: events.ingest(self.ctx, [event]))
-            if result.rejected:
-                log.error("usage of %s refused: %s", request_id, result.rejected[0].message)
-        except Exception:
-            log.exception("usage of %s could not be stored", request_id)
-        cost = await self._cost(deployment.model, prompt, completion)
-        await self._settle(who, hold, cost)
+        self.spool.append(event)
+        if hold is not None:
+            await self._settle(who, hold, await self._cost(deployment.model, prompt, completion))
 
     async def _settle(self, who: Principal, hold: str | None, cost: Decimal | None) -> None:
         if hold is None:
