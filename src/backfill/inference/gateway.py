@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 
@@ -46,6 +47,7 @@ CACHE_SECONDS = 5.0
 a revoked key stops working within this."""
 ATTEMPTS = 3
 MAX_CACHED = 10_000
+_JSON = {"content-type": "application/json"}
 MAX_BODY = 1024 * 1024
 CHARS_PER_TOKEN = 3
 """For estimates made before the engine counts (holds, token limits): generous on purpose."""
@@ -124,7 +126,7 @@ class Gateway:
         path = "/v1/chat/completions" if kind == "chat.completions" else "/v1/completions"
         if body.get("stream"):
             return await self._stream(who, deployment, path, body, request_id, hold, estimate)
-        return await self._once(who, deployment, path, body, request_id, hold, estimate)
+        return await self._once(who, deployment, path, raw, request_id, hold, estimate)
 
     # -- upstream -----------------------------------------------------------------------------
 
@@ -133,7 +135,7 @@ class Gateway:
         who: Principal,
         deployment: Deployment,
         path: str,
-        body: dict[str, Any],
+        raw: bytes,
         request_id: str,
         hold: str | None,
         estimate: int,
@@ -145,7 +147,7 @@ class Gateway:
                 break
             tried.add(replica.id)
             try:
-                answer = await self.upstream.post(replica.url + path, json=body)
+                answer = await self.upstream.post(replica.url + path, content=raw, headers=_JSON)
             except httpx.HTTPError as exc:
                 log.warning("replica %s failed before answering: %s", replica.id, exc)
                 self.supervisor.failed(replica)
@@ -158,8 +160,10 @@ class Gateway:
             if answer.status_code >= 400:
                 await self._settle(who, hold, None)
                 return Response(answer.content, answer.status_code, media_type="application/json")
-            document = answer.json()
-            usage = document.get("usage") or {}
+            try:
+                usage = orjson.loads(answer.content).get("usage") or {}
+            except (orjson.JSONDecodeError, AttributeError):
+                usage = {}
             await self._meter(who, deployment, request_id, usage, hold, estimate)
             return Response(answer.content, 200, media_type="application/json")
         await self._settle(who, hold, None)
@@ -232,8 +236,10 @@ class Gateway:
                     await self._meter(who, deployment, request_id, usage or {}, hold, estimate)
                 else:
                     try:
-                        chunk = json.loads(data)
+                        chunk = orjson.loads(data)
                     except ValueError:
+                        chunk = {}
+                    if not isinstance(chunk, dict):
                         chunk = {}
                     if chunk.get("usage"):
                         usage = chunk["usage"]
@@ -512,7 +518,7 @@ def _parse(raw: bytes, kind: str) -> dict[str, Any]:
             )
         )
     try:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
     except ValueError as exc:
         raise Refused(
             openai_error(
