@@ -2,7 +2,7 @@
 
     python bench/gateway.py [--requests 300] [--stream-requests 20] [--max-tokens 128]
 
-One run, one machine: a control plane (SQLite, a real uvicorn server on a thread) with one
+One run, one machine: ``backfill serve`` as its own process (SQLite, a manual clock) with one
 deployment of SmolLM2-135M on llama.cpp's llama-server (scripts/llama-up.sh installs both). Then,
 interleaved so that drift hits both alike:
 
@@ -18,22 +18,21 @@ Everything runs on this machine's 2 cores: the engine is pinned to one thread.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from ingest import OPERATOR, start_server  # bench/ingest.py: `backfill serve` as a process
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from backfill.inference.workers import DEMO_MODEL, DEMO_WEIGHTS, llama_server
-from backfill.runtime import Runtime, Settings
-from backfill.server import BackgroundServer
-
-OPERATOR = "bf_op_" + "g" * 40
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,36 +50,33 @@ def main() -> None:
     if llama_server() is None:
         raise SystemExit("llama-server is not installed: run scripts/llama-up.sh first")
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-            clock="manual",
-            operator_key=OPERATOR,
-            data_dir=Path(tmp) / "state",
-        )
-        runtime = Runtime(settings)
-        runtime.start()
-        server = BackgroundServer(runtime)
-        url = server.start()
+        process, url = start_server(f"sqlite:///{Path(tmp) / 'bench.db'}", cwd=tmp)
         try:
-            run(console, url, runtime, args)
+            run(console, url, args)
         finally:
-            server.stop()
-            runtime.close()
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
-def run(console: Console, url: str, runtime: Runtime, args: argparse.Namespace) -> None:
+def run(console: Console, url: str, args: argparse.Namespace) -> None:
     op = {"Authorization": f"Bearer {OPERATOR}"}
     tenant = httpx.post(f"{url}/v1/admin/tenants", json={"name": "bench"}, headers=op).json()
     key = {"Authorization": f"Bearer {tenant['api_key']}"}
     body = {"model": DEMO_MODEL, "weights": DEMO_WEIGHTS, "replicas": 1}
     httpx.post(f"{url}/v1/admin/deployments", json=body, headers=op).raise_for_status()
     deadline = time.monotonic() + 120
-    while not runtime.supervisor.ready(DEMO_MODEL):
+    while True:
+        (deployment,) = httpx.get(f"{url}/v1/admin/deployments", headers=op).json()["data"]
+        ready = [r for r in deployment["running"] if r["state"] == "ready"]
+        if ready:
+            break
         if time.monotonic() > deadline:
             raise SystemExit("the replica did not come up")
         time.sleep(0.2)
-    (replica,) = runtime.supervisor.ready(DEMO_MODEL)
-    direct_url = f"{replica.url}/v1/chat/completions"
+    direct_url = f"{ready[0]['url']}/v1/chat/completions"
     gateway_url = f"{url}/v1/chat/completions"
     ask: dict[str, Any] = {
         "model": DEMO_MODEL,

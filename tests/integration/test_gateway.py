@@ -254,3 +254,27 @@ def test_a_replica_killed_mid_stream_ends_it_with_an_error_and_is_replaced(
     assert answer.choices[0].message.content is not None  # the other replica served it
     replaced = wait_ready(platform, 2)
     assert busy[0]["id"] not in {r["id"] for r in replaced}
+
+
+def test_a_replica_waits_for_its_gpus_while_noticed_spot_still_holds_them(
+    served: Platform,
+) -> None:
+    platform = served
+    tenant = platform.tenant("spotter")
+    pool = {"region": "us-east", "accelerator": "H100"}  # 6 nodes × 8 GPUs
+    spot = tenant.post("/v1/leases", json={"tier": "spot", "gpus": 48, **pool})
+    assert spot.status_code == 201, spot.text
+    created = platform.operator.post(
+        "/v1/admin/deployments",
+        json={"model": MODEL, "weights": WEIGHTS, "pool": "us-east/H100", "tier": "on_demand"},
+    )
+    assert created.status_code == 201, created.text
+    time.sleep(1.5)  # a few supervisor passes
+    (deployment,) = platform.operator.get("/v1/admin/deployments").json()["data"]
+    (replica,) = deployment["running"]
+    assert replica["state"] == "placed" and replica["pid"] is None  # no server on spot's GPUs
+    assert tenant.get(f"/v1/leases/{spot.json()['id']}").json()["state"] == "noticed"
+    platform.advance(121)  # the notice runs out: spot stops, the replica's workload runs
+    (ready,) = wait_ready(platform, 1)
+    assert ready["id"] == replica["id"] and ready["pid"] is not None
+    assert tenant.get(f"/v1/leases/{spot.json()['id']}").json()["state"] == "preempted"

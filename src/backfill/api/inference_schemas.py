@@ -32,7 +32,7 @@ class DeploymentScale(Strict):
 
 class ReplicaRead(BaseModel):
     id: str
-    state: Literal["starting", "ready"]
+    state: Literal["placed", "starting", "ready"]
     url: str
     pid: int | None
     in_flight: int

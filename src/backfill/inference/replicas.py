@@ -7,9 +7,10 @@ to its replica count:
 
 - a replica whose process exited, or whose workload the engine ended (preempted, a node down),
   is stopped on both sides and forgotten — a new one takes its place in the same pass;
-- a new replica is placed first (no GPUs, no replica: it is tried again next pass), then its
-  server is started; it is *ready* once the server answers ``GET /v1/models``, and only ready
-  replicas get requests;
+- a new replica is placed first (no GPUs, no replica: it is tried again next pass); its server
+  is started once the engine runs its workload (not while noticed spot still holds the GPUs),
+  with ``CUDA_VISIBLE_DEVICES`` set to the GPUs it was given; it is *ready* once the server
+  answers ``GET /v1/models``, and only ready replicas get requests;
 - the replicas of a deleted deployment are stopped.
 
 The router picks, among a model's ready replicas, the one with the fewest requests in flight.
@@ -27,7 +28,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -42,7 +43,9 @@ from backfill.store.models import Deployment
 
 log = logging.getLogger("backfill.inference")
 
-STARTING, READY = "starting", "ready"
+PLACED, STARTING, READY = "placed", "starting", "ready"
+"""placed: its workload waits for its GPUs (noticed spot still on them); starting: its server
+was started; ready: it answered and takes requests."""
 INFERENCE_OWNER = "inference"
 """The owner of public deployments' workloads (a private one's is its tenant)."""
 
@@ -57,6 +60,8 @@ class Replica:
     process: subprocess.Popen[bytes] | None
     started: float
     state: str = STARTING
+    worker: WorkerSpec | None = None
+    port: int = 0
     in_flight: int = 0
     served: int = 0
     log_path: Path | None = None
@@ -74,12 +79,15 @@ def launch(
 ) -> subprocess.Popen[bytes]:
     """Start an engine server as its own process group (so stopping it stops its children)."""
     out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+    env = environment()
+    if spec.devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
     try:
         return subprocess.Popen(
             command(spec, host=host, port=port),
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=environment(),
+            env=env,
             start_new_session=True,
         )
     finally:
@@ -182,7 +190,9 @@ class ReplicaSupervisor:
             for replica in extra:
                 self._retire(replica)
         for replica in self.replicas():
-            if replica.state == STARTING:
+            if replica.state == PLACED:
+                self._launch(replica)
+            elif replica.state == STARTING:
                 self._check(replica)
 
     def _alive(self, replica: Replica) -> bool:
@@ -196,7 +206,7 @@ class ReplicaSupervisor:
         if state is WorkloadState.ENDED:
             log.warning("replica %s lost its GPUs", replica.id)
             return False
-        if replica.state == STARTING and time.monotonic() - replica.started > self.start_timeout:
+        if replica.state != READY and time.monotonic() - replica.started > self.start_timeout:
             log.warning("replica %s did not come up in %.0f s", replica.id, self.start_timeout)
             return False
         return True
@@ -217,34 +227,54 @@ class ReplicaSupervisor:
             log.warning("no GPUs for a replica of %s: %s", deployment.model, exc)
             self._back_off(deployment.id)
             return False
-        port = _free_port(self.host)
         worker = WorkerSpec(
             engine=deployment.engine,
             weights=deployment.weights,
             model=deployment.model,
             context_length=deployment.context_length,
         )
+        replica = Replica(
+            id=replica_id,
+            deployment_id=deployment.id,
+            model=deployment.model,
+            url="",
+            process=None,
+            started=time.monotonic(),
+            state=PLACED,
+            worker=worker,
+        )
+        with self._lock:
+            self._replicas[replica_id] = replica
+        return self._launch(replica)
+
+    def _launch(self, replica: Replica) -> bool:
+        """Start the server of a placed replica once its workload runs (False: not yet, or it
+        could not start and was retired)."""
+        view = self.ctx.engine.workload(replica.id)
+        if view.state not in (WorkloadState.RUNNING, WorkloadState.NOTICED):
+            return False
+        assert replica.worker is not None
+        devices = tuple(i for indices in view.allocation.values() for i in indices)
+        worker = replace(replica.worker, devices=devices if len(view.allocation) == 1 else ())
+        port = _free_port(self.host)
         log_path = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            log_path = self.log_dir / f"{replica_id}.log"
+            log_path = self.log_dir / f"{replica.id}.log"
         try:
             process = self.launcher(worker, self.host, port, log_path)
         except (OSError, BackfillError) as exc:
-            log.warning("replica %s did not start: %s", replica_id, exc)
-            self.ctx.engine.stop(replica_id)
-            self._back_off(deployment.id)
+            log.warning("replica %s did not start: %s", replica.id, exc)
+            self._retire(replica)
+            self._back_off(replica.deployment_id)
             return False
         with self._lock:
-            self._replicas[replica_id] = Replica(
-                id=replica_id,
-                deployment_id=deployment.id,
-                model=deployment.model,
-                url=f"http://{self.host}:{port}",
-                process=process,
-                started=time.monotonic(),
-                log_path=log_path,
-            )
+            replica.process = process
+            replica.port = port
+            replica.url = f"http://{self.host}:{port}"
+            replica.log_path = log_path
+            replica.state = STARTING
+            replica.started = time.monotonic()
         return True
 
     def _check(self, replica: Replica) -> None:

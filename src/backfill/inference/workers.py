@@ -50,6 +50,8 @@ class WorkerSpec:
     model: str
     """The name the server answers to (``model`` in requests)."""
     context_length: int = 2048
+    devices: tuple[int, ...] = ()
+    """The GPUs of its node it was given (``CUDA_VISIBLE_DEVICES``); none on the CPU."""
 
 
 def resolve_weights(weights: str) -> Path:
