@@ -345,3 +345,24 @@ def test_a_key_limit_holds_that_key_and_not_its_tenants_others(served: Platform)
         json={"requests_per_minute": 5},
     )
     assert foreign.status_code == 404
+
+
+def test_a_replica_that_fails_before_its_first_byte_is_retried_on_another(
+    served: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    platform = served
+    key, _ = new_tenant(platform, "acme")
+    deploy(platform, replicas=2)
+    ai = client(platform, key)
+    platform.runtime.supervisor.interval = 3600  # no pass may notice the death first
+    time.sleep(0.7)  # the pass under way ends; the next waits an hour
+    (deployment,) = platform.operator.get("/v1/admin/deployments").json()["data"]
+    # The router's next choice: fewest in flight, then fewest served, then the id.
+    chosen = min(deployment["running"], key=lambda r: (r["in_flight"], r["served"], r["id"]))
+    os.killpg(chosen["pid"], signal.SIGKILL)
+    answer = ai.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert answer.choices[0].message.content is not None  # served by the other replica
+    retried = [r.getMessage() for r in caplog.records if "failed before" in r.getMessage()]
+    assert len(retried) == 1 and chosen["id"] in retried[0]
