@@ -45,12 +45,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--stream-requests", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--access-log", action="store_true", help="as `backfill serve` defaults")
     args = parser.parse_args()
     console = Console()
     if llama_server() is None:
         raise SystemExit("llama-server is not installed: run scripts/llama-up.sh first")
     with tempfile.TemporaryDirectory() as tmp:
-        process, url = start_server(f"sqlite:///{Path(tmp) / 'bench.db'}", cwd=tmp)
+        database = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        extra = () if args.access_log else ("--no-access-log",)
+        process, url = start_server(database, tmp, *extra)
         try:
             run(console, url, args)
         finally:

@@ -45,12 +45,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(database_url: str, cwd: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    database_url: str, cwd: str | None = None, *extra: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """``backfill serve`` on a manual clock as its own process (its state under ``cwd``)."""
     port = free_port()
     env = {**os.environ, "BACKFILL_OPERATOR_KEY": OPERATOR, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "backfill", "serve", "--db", database_url]
-    command += ["--clock", "manual", "--port", str(port)]
+    command += ["--clock", "manual", "--port", str(port), *extra]
     process = subprocess.Popen(
         command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

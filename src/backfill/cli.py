@@ -119,6 +119,9 @@ def serve(
         str | None,
         typer.Option(envvar="BACKFILL_SLURM_PARTITION", help="The Slurm partition to sell."),
     ] = None,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (costs the gateway ~0.1 ms each).")
+    ] = True,
 ) -> None:
     """Run the control plane and its API until stopped."""
     import uvicorn
@@ -156,7 +159,9 @@ def serve(
         console.print(f"new operator API key: [magenta]{runtime.new_operator_key}[/]")
     runtime.start()
     try:
-        uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(runtime), host=host, port=port, log_level="info", access_log=access_log
+        )
     finally:
         runtime.close()
 
