@@ -366,3 +366,33 @@ def test_a_replica_that_fails_before_its_first_byte_is_retried_on_another(
     assert answer.choices[0].message.content is not None  # served by the other replica
     retried = [r.getMessage() for r in caplog.records if "failed before" in r.getMessage()]
     assert len(retried) == 1 and chosen["id"] in retried[0]
+
+
+def test_a_revoked_key_stops_working_at_once(served: Platform) -> None:
+    platform = served
+    key, tenant = new_tenant(platform, "acme")
+    deploy(platform, replicas=0)
+    ai = client(platform, key)
+    assert [m.id for m in ai.models.list().data] == [MODEL]  # the key is now cached
+    keys = platform.operator.get(f"/v1/admin/tenants/{tenant}/keys").json()
+    (key_id,) = [k["id"] for k in keys if key.startswith(k["prefix"])]
+    assert platform.operator.delete(f"/v1/admin/tenants/{tenant}/keys/{key_id}").status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        ai.models.list()
+
+
+def test_a_tokens_per_minute_limit_counts_the_engines_tokens(served: Platform) -> None:
+    platform = served
+    key, tenant = new_tenant(platform, "acme")
+    deploy(platform)
+    platform.operator.put(
+        f"/v1/admin/tenants/{tenant}/rate-limits", json={"tokens_per_minute": 100}
+    )
+    ai = client(platform, key)
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40}
+    first = ai.chat.completions.create(**ask)  # ~29 prompt (estimated) + 40: it fits in 100
+    assert first.usage.total_tokens <= 100
+    with pytest.raises(openai.RateLimitError) as refused:
+        ai.chat.completions.create(**ask)  # 100 − the first's real tokens leaves too few
+    wait = int(refused.value.response.headers["Retry-After"])
+    assert 1 <= wait <= 60

@@ -443,9 +443,10 @@ class Gateway:
         the token buckets corrected to it; the hold settled at its cost."""
         prompt = _count(usage.get("prompt_tokens"))
         completion = _count(usage.get("completion_tokens"))
-        with self._lock:
-            for (tenant, _, kind), bucket in self._buckets.items():
-                if tenant == who.tenant_id and kind == "tokens":
+        with self._lock:  # the buckets the estimate was taken from: the tenant's and the key's
+            for scope in ("tenant", who.key_id):
+                bucket = self._buckets.get((str(who.tenant_id), scope, "tokens"))
+                if bucket is not None:
                     bucket.take(prompt + completion - estimate)
         if prompt == 0 and completion == 0:
             await self._settle(who, hold, None)

@@ -150,8 +150,11 @@ def list_keys(tenant_id: str, ctx: Context = Depends(context)) -> list[KeyRead]:
 
 
 @router.delete("/tenants/{tenant_id}/keys/{key_id}", response_model=KeyRead)
-def revoke_key(tenant_id: str, key_id: str, ctx: Context = Depends(context)) -> KeyRead:
+def revoke_key(
+    tenant_id: str, key_id: str, request: Request, ctx: Context = Depends(context)
+) -> KeyRead:
     k = tenant_service.revoke_key(ctx, tenant_id=tenant_id, key_id=key_id)
+    request.app.state.runtime.gateway.forget()  # the gateway's cached keys: this one goes now
     return KeyRead(id=k.id, prefix=k.prefix, created_at=k.created_at, revoked_at=k.revoked_at)
 
 
