@@ -22,7 +22,7 @@ from backfill.api.routers import (
     usage,
     webhooks,
 )
-from backfill.inference.gateway import MAX_BODY
+from backfill.inference.openai_shapes import MAX_BODY
 from backfill.runtime import Runtime
 
 MAX_FLEET_UPLOAD = 2 * 1024 * 1024

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 import uuid
@@ -33,6 +32,14 @@ from sqlalchemy import select
 
 from backfill.domain.ratelimit import Bucket, admit
 from backfill.errors import BackfillError
+from backfill.inference.openai_shapes import (
+    Refused,
+    count,
+    estimate,
+    openai_error,
+    parse,
+    unavailable,
+)
 from backfill.inference.replicas import Replica, ReplicaSupervisor
 from backfill.services import budgets, pricebook, tenants
 from backfill.services.context import Context
@@ -48,23 +55,6 @@ a revoked key stops working within this."""
 ATTEMPTS = 3
 MAX_CACHED = 10_000
 _JSON = {"content-type": "application/json"}
-MAX_BODY = 1024 * 1024
-CHARS_PER_TOKEN = 3
-"""For estimates made before the engine counts (holds, token limits): generous on purpose."""
-
-
-def openai_error(
-    status: int, message: str, *, code: str, type: str, param: str | None = None
-) -> JSONResponse:
-    """An error as OpenAI's API answers it (the official client reads ``error.message``)."""
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class Refused(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
 
 @dataclass
@@ -114,19 +104,19 @@ class Gateway:
         """``kind``: ``chat.completions`` or ``completions``."""
         try:
             who = await self._principal(authorization)
-            body = _parse(raw, kind)
+            body = parse(raw, kind)
             deployment = await self._deployment(str(body["model"]), who)
-            prompt, most = _estimate(raw, body, deployment.context_length)
-            estimate = prompt + most
-            await self._limit(who, estimate)
+            prompt, most = estimate(raw, body, deployment.context_length)
+            await self._limit(who, prompt + most)
             hold = await self._hold(who, deployment.model, prompt, most)
         except Refused as refused:
             return refused.response
         request_id = f"req_{uuid.uuid4().hex}"
         path = "/v1/chat/completions" if kind == "chat.completions" else "/v1/completions"
+        tokens = prompt + most
         if body.get("stream"):
-            return await self._stream(who, deployment, path, body, request_id, hold, estimate)
-        return await self._once(who, deployment, path, raw, request_id, hold, estimate)
+            return await self._stream(who, deployment, path, body, request_id, hold, tokens)
+        return await self._once(who, deployment, path, raw, request_id, hold, tokens)
 
     # -- upstream -----------------------------------------------------------------------------
 
@@ -167,7 +157,7 @@ class Gateway:
             await self._meter(who, deployment, request_id, usage, hold, estimate)
             return Response(answer.content, 200, media_type="application/json")
         await self._settle(who, hold, None)
-        return _unavailable(deployment.model)
+        return unavailable(deployment.model)
 
     async def _stream(
         self,
@@ -211,7 +201,7 @@ class Gateway:
             )
             return StreamingResponse(chunks, media_type="text/event-stream")
         await self._settle(who, hold, None)
-        return _unavailable(deployment.model)
+        return unavailable(deployment.model)
 
     async def _relay(
         self,
@@ -441,8 +431,8 @@ class Gateway:
     ) -> None:
         """The engine's count as a usage event of the tenant (once: its id is the request's);
         the token buckets corrected to it; the hold settled at its cost."""
-        prompt = _count(usage.get("prompt_tokens"))
-        completion = _count(usage.get("completion_tokens"))
+        prompt = count(usage.get("prompt_tokens"))
+        completion = count(usage.get("completion_tokens"))
         with self._lock:  # the buckets the estimate was taken from: the tenant's and the key's
             for scope in ("tenant", who.key_id):
                 bucket = self._buckets.get((str(who.tenant_id), scope, "tokens"))
@@ -506,76 +496,3 @@ class Gateway:
 
     async def close(self) -> None:
         await self.upstream.aclose()
-
-
-def _parse(raw: bytes, kind: str) -> dict[str, Any]:
-    if len(raw) > MAX_BODY:
-        raise Refused(
-            openai_error(
-                413,
-                f"the body is larger than {MAX_BODY} bytes",
-                code="too_large",
-                type="invalid_request_error",
-            )
-        )
-    try:
-        body = orjson.loads(raw)
-    except ValueError as exc:
-        raise Refused(
-            openai_error(
-                400,
-                f"the body is not valid JSON: {exc}",
-                code="invalid_json",
-                type="invalid_request_error",
-            )
-        ) from None
-    if not isinstance(body, dict):
-        raise Refused(_invalid("the body must be a JSON object", None))
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise Refused(
-            _invalid("model is required: the name of a model from GET /v1/models", "model")
-        )
-    if kind == "chat.completions":
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise Refused(_invalid("messages must be a non-empty list", "messages"))
-    elif not isinstance(body.get("prompt"), (str, list)):
-        raise Refused(_invalid("prompt must be a string or a list", "prompt"))
-    limit = body.get("max_tokens", body.get("max_completion_tokens"))
-    if limit is not None and (type(limit) is not int or not 1 <= limit <= 1_000_000):
-        raise Refused(_invalid("max_tokens must be a whole number from 1", "max_tokens"))
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise Refused(_invalid("stream must be true or false", "stream"))
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise Refused(_invalid("stream_options must be an object", "stream_options"))
-    return body
-
-
-def _invalid(message: str, param: str | None) -> JSONResponse:
-    return openai_error(
-        400, message, code="invalid_request", type="invalid_request_error", param=param
-    )
-
-
-def _estimate(raw: bytes, body: dict[str, Any], context_length: int) -> tuple[int, int]:
-    """(prompt tokens, completion tokens) the request may use at most: its prompt generously
-    (a token per 3 bytes of the body), and its max_tokens (or the whole context)."""
-    prompt = math.ceil(len(raw) / CHARS_PER_TOKEN)
-    limit = body.get("max_tokens", body.get("max_completion_tokens"))
-    return prompt, min(limit, context_length) if isinstance(limit, int) else context_length
-
-
-def _count(value: Any) -> int:
-    return value if type(value) is int and value >= 0 else 0
-
-
-def _unavailable(model: str) -> JSONResponse:
-    response = openai_error(
-        503,
-        f"no replica of {model} can take the request now; try again shortly",
-        code="model_unavailable",
-        type="server_error",
-    )
-    response.headers["Retry-After"] = "1"
-    return response
