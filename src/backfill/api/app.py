@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from backfill import __version__
 from backfill.api import errors, metrics
+from backfill.api.fast_path import OpenAIFastPath
 from backfill.api.limits import BodyLimit
 from backfill.api.routers import (
     admin,
@@ -76,6 +77,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             "/v1/completions": MAX_BODY,
         },
     )
+
+    app.add_middleware(OpenAIFastPath, gateway=lambda: runtime.gateway)  # outermost: first
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
