@@ -8,6 +8,8 @@ thread moves the file's events into the store in batches through ``events.ingest
 exactly once per ``(tenant, source, id)``, so a file moved twice — after a crash between the
 commit and the file's removal — adds nothing. A spool left by a stopped process is moved at the
 next start; a torn last line (the process died while writing it, before answering) is skipped.
+A spool directory belongs to one process (one control plane drives one engine, and has one data
+directory): two processes rotating the same file could lose what one wrote after the other moved it.
 """
 
 from __future__ import annotations
