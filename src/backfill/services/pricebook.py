@@ -25,12 +25,18 @@ _ITEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,159}$")
 
 
 def book(session: Session, fleet: Fleet) -> PriceBook:
-    """Every version: the fleet file's list prices first, then the operator's."""
+    """Every version: the fleet file's list prices first, then the operator's. Read once per
+    unit of work (a catalog read prices every pool and tier; a sync every lease it starts)."""
+    cached = session.info.get("price_book")
+    if cached is not None and cached[0] is fleet:
+        return cached[1]  # type: ignore[no-any-return]
     rows = session.scalars(select(PriceRow)).all()
     versions = list_prices(fleet) + [
         PriceVersion(r.product, r.item, r.dimension, r.price, r.effective_from) for r in rows
     ]
-    return PriceBook(versions)
+    priced = PriceBook(versions)
+    session.info["price_book"] = (fleet, priced)
+    return priced
 
 
 def gpu_prices(session: Session, fleet: Fleet, pool: str, at: datetime) -> Prices:
@@ -86,6 +92,7 @@ def set_price(
             note=note,
         )
         session.add(row)
+        session.info.pop("price_book", None)  # this unit of work now has another version
         try:
             session.flush()
             apply_changes(session, now)
