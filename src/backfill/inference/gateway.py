@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -117,6 +117,17 @@ class Gateway:
 
     # -- upstream -----------------------------------------------------------------------------
 
+    def _replicas(self, model: str) -> Iterator[Replica]:
+        """Up to ATTEMPTS replicas of ``model``, a different one each time, each counted in
+        flight from when it is handed out (the caller releases it)."""
+        tried: set[str] = set()
+        for _ in range(ATTEMPTS):
+            replica = self.supervisor.acquire(model, tried)
+            if replica is None:
+                return
+            tried.add(replica.id)
+            yield replica
+
     async def _once(
         self,
         who: Principal,
@@ -127,12 +138,7 @@ class Gateway:
         hold: str | None,
         estimate: int,
     ) -> Response:
-        tried: set[str] = set()
-        for _ in range(ATTEMPTS):
-            replica = self.supervisor.acquire(deployment.model, tried)
-            if replica is None:
-                break
-            tried.add(replica.id)
+        for replica in self._replicas(deployment.model):
             try:
                 async with self._session().post(
                     replica.url + path, data=raw, headers=_JSON
@@ -171,12 +177,7 @@ class Gateway:
     ) -> Response:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         upstream_body = {**body, "stream_options": {"include_usage": True}}
-        tried: set[str] = set()
-        for _ in range(ATTEMPTS):
-            replica = self.supervisor.acquire(deployment.model, tried)
-            if replica is None:
-                break
-            tried.add(replica.id)
+        for replica in self._replicas(deployment.model):
             try:
                 answer = await self._session().post(replica.url + path, json=upstream_body)
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from backfill.domain.pricebook import PER_PRICE_UNIT, PRICE_UNITS
-from backfill.services.documents import _iso, credit_note_document, line_document
+from backfill.services.documents import _iso, _money, credit_note_document, line_document
 from backfill.services.invoices import InvoiceView
 
 FORMATS = ("json", "csv", "focus")
@@ -170,8 +170,8 @@ def focus_rows(view: InvoiceView, *, issuer: str) -> list[dict[str, Any]]:
                 "ConsumedUnit": unit if kind != "sla_credit" else None,
                 "PricingQuantity": str(quantity) if kind != "sla_credit" else None,
                 "PricingUnit": unit if kind != "sla_credit" else None,
-                "ContractedUnitPrice": _str(line.unit_price),
-                "ListUnitPrice": _str(line.unit_price),
+                "ContractedUnitPrice": _money(line.unit_price),
+                "ListUnitPrice": _money(line.unit_price),
                 "PricingCategory": _PRICING.get(line.tier or "", "Standard")
                 if kind != "sla_credit"
                 else None,
@@ -217,7 +217,3 @@ def to_focus_csv(view: InvoiceView, *, issuer: str) -> str:
     writer.writeheader()
     writer.writerows(focus_rows(view, issuer=issuer))
     return out.getvalue()
-
-
-def _str(value: Decimal | None) -> str | None:
-    return str(value) if value is not None else None

@@ -48,22 +48,25 @@ def rate(
     ctx: Context, *, since: datetime, until: datetime, tenant_id: str | None = None
 ) -> list[LineItem]:
     """Every charge within ``[since, until)``, of one tenant or (None) of all."""
-    return rate_with_credits(ctx, since=since, until=until, tenant_id=tenant_id).charges
-
-
-def rate_with_credits(
-    ctx: Context, *, since: datetime, until: datetime, tenant_id: str | None = None
-) -> Rated:
     sync(ctx)
     until = min(until, ctx.engine_now())
     with ctx.unit_of_work() as session:
-        return rate_in(ctx, session, since=since, until=until, tenant_id=tenant_id)
+        rated = rate_in(ctx, session, since=since, until=until, tenant_id=tenant_id, credits=False)
+        return rated.charges
 
 
 def rate_in(
-    ctx: Context, session: Session, *, since: datetime, until: datetime, tenant_id: str | None
+    ctx: Context,
+    session: Session,
+    *,
+    since: datetime,
+    until: datetime,
+    tenant_id: str | None,
+    credits: bool = True,
 ) -> Rated:
-    """As ``rate_with_credits``, inside the caller's unit of work (no sync, no cap)."""
+    """The charges within ``[since, until)`` and the SLA credits earned there, inside the
+    caller's unit of work (no sync, no cap at now); without the credits (each lease's
+    availability) when ``credits`` is false."""
     if until <= since:
         return Rated(since, max(since, until), [], [])
     leases = _leases(session, since, until, tenant_id)
@@ -92,9 +95,10 @@ def rate_in(
         + rate_contracts(contracts, since, until)
         + rate_units(totals, since, until)
     )
+    if not credits:
+        return Rated(since, until, charges, [])
     charged = lease_charges(segments, contracts, since, until)
-    credits = _sla_credits(leases, charged, since, until)
-    return Rated(since, until, charges, credits)
+    return Rated(since, until, charges, _sla_credits(leases, charged, since, until))
 
 
 def _leases(
