@@ -38,6 +38,8 @@ invoices_app = typer.Typer(
 app.add_typer(invoices_app, name="invoices")
 prices_app = typer.Typer(help="The price book.", no_args_is_help=True)
 app.add_typer(prices_app, name="prices")
+keys_app = typer.Typer(help="Your own API keys (tenant).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 Admin = Annotated[bool, typer.Option("--admin", help="As the operator (every tenant's).")]
 bench_app = typer.Typer(help="Benchmarks on real traces.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -281,6 +283,38 @@ def leases_stop(
     with _client(api_url, key, "tenant.key") as client:
         lease = _call(client.stop_lease, lease_id)
     _emit(lease, as_json, lambda data: terminal.leases([data]))
+
+
+@keys_app.command("list")
+def keys_list(api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False) -> None:
+    """Your API keys, revoked ones too (never their secrets)."""
+    with _client(api_url, key, "tenant.key") as client:
+        rows = _call(client.keys)
+    _emit(rows, as_json, terminal.keys)
+
+
+@keys_app.command("create")
+def keys_create(
+    api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False
+) -> None:
+    """A new API key for you; it is shown once."""
+    with _client(api_url, key, "tenant.key") as client:
+        created = _call(client.create_key)
+    if as_json:
+        console.print_json(json.dumps(created))
+        return
+    console.print(f"key {created['id']}")
+    console.print(f"API key (shown once): [green]{created['api_key']}[/]")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: str, api_url: ApiUrl = DEFAULT_URL, key: ApiKey = None, as_json: JsonOut = False
+) -> None:
+    """Revoke one of your keys now; your last live key stays."""
+    with _client(api_url, key, "tenant.key") as client:
+        revoked = _call(client.revoke_key, key_id)
+    _emit(revoked, as_json, lambda data: terminal.keys([data]))
 
 
 @app.command()

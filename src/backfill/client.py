@@ -83,6 +83,15 @@ class BackfillClient:
     def set_webhook(self, url: str) -> dict[str, Any]:
         return dict(self._call("PUT", "/v1/webhook", json={"url": url}))
 
+    def keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/keys")["data"])
+
+    def create_key(self) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/keys"))
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/v1/keys/{key_id}"))
+
     # operator
     def fleet(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/admin/fleet"))

@@ -136,6 +136,22 @@ def usage(data: dict[str, Any]) -> Table:
     return table
 
 
+def keys(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(rows)} key(s)")
+    for column in ("id", "prefix", "state", "created", "revoked"):
+        table.add_column(column)
+    for key in rows:
+        revoked = key.get("revoked_at")
+        table.add_row(
+            key["id"],
+            key["prefix"] + "…",
+            Text("revoked", style="red") if revoked else Text("live", style="green"),
+            key["created_at"],
+            revoked or "",
+        )
+    return table
+
+
 def internal_jobs(rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(rows)} internal job(s)")
     for column in ("id", "team", "pool", "GPUs", "state", "submitted", "started"):

@@ -18,6 +18,7 @@ from backfill.api.routers import (
     events,
     inference,
     invoices,
+    keys,
     leases,
     owner,
     usage,
@@ -53,6 +54,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         invoices,
         inference,
         webhooks,
+        keys,
         admin,
         owner,
     ):

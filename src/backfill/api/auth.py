@@ -35,6 +35,16 @@ def tenant_id(who: Principal = Depends(principal)) -> str:
     return who.tenant_id
 
 
+def key_owner(who: Principal = Depends(principal)) -> str:
+    """The tenant managing its own keys (``/v1/keys``); the operator has routes of its own."""
+    if who.role != tenants.TENANT or who.tenant_id is None:
+        raise Forbidden(
+            "this endpoint takes a tenant's API key and manages that tenant's own keys; "
+            "the operator manages a tenant's keys at /v1/admin/tenants/{tenant_id}/keys"
+        )
+    return who.tenant_id
+
+
 def operator(who: Principal = Depends(principal)) -> Principal:
     if who.role != tenants.OPERATOR:
         raise Forbidden("this endpoint takes an operator's API key")

@@ -164,6 +164,11 @@ class KeyRead(BaseModel):
     revoked_at: datetime | None
 
 
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyRead]
+
+
 class KeyCreated(BaseModel):
     id: str
     api_key: str = Field(description="shown once: store it now")

@@ -166,6 +166,31 @@ def revoke_key(ctx: Context, *, tenant_id: str, key_id: str) -> ApiKey:
         return key
 
 
+def revoke_own_key(ctx: Context, *, tenant_id: str, key_id: str) -> ApiKey:
+    """A tenant revokes one of its keys itself; idempotent. Its last live key, which is the key
+    it calls with, stays (Conflict): without it the tenant would be locked out.
+
+    Under the lock, so two keys revoking each other at once cannot both go."""
+    with ctx.lock, ctx.unit_of_work() as session:
+        key = owned_key(session, tenant_id, key_id)
+        if key.revoked_at is not None:
+            return key
+        another_live = session.scalar(
+            select(ApiKey.id)
+            .where(ApiKey.tenant_id == tenant_id, ApiKey.id != key.id, ApiKey.revoked_at.is_(None))
+            .limit(1)
+        )
+        if another_live is None:
+            raise Conflict(
+                f"{key.id} is your last live key: revoking it would lock you out; "
+                "create another key first (POST /v1/keys)",
+                field="key_id",
+            )
+        key.revoked_at = wall_now()
+        session.commit()
+        return key
+
+
 def ensure_operator_key(ctx: Context, *, secret: str | None = None) -> str | None:
     """Make sure an operator key exists; returns a new key's secret, or None if one was there.
 
