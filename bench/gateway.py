@@ -131,12 +131,12 @@ def run(console: Console, url: str, args: argparse.Namespace) -> None:
         table.add_column(column, justify="right")
     for label, q in (("p50 ms", 0.5), ("p99 ms", 0.99)):
         d, g = percentile(direct, q), percentile(through, q)
-        table.add_row(label, f"{d:.2f}", f"{g:.2f}", f"+{g - d:.2f} ms")
+        table.add_row(label, f"{d:.2f}", f"{g:.2f}", f"{g - d:+.2f} ms")
     table.add_row(
         "mean ms",
         f"{statistics.mean(direct):.2f}",
         f"{statistics.mean(through):.2f}",
-        f"+{statistics.mean(through) - statistics.mean(direct):.2f} ms",
+        f"{statistics.mean(through) - statistics.mean(direct):+.2f} ms",
     )
     table.add_row(
         "tokens/s (streamed)",

@@ -128,7 +128,7 @@ def serve(
     """Run the control plane and its API until stopped."""
     import uvicorn
 
-    from backfill.api.app import create_app
+    from backfill.api.app import create_asgi
     from backfill.errors import BackfillError
     from backfill.runtime import Runtime, Settings
 
@@ -162,7 +162,7 @@ def serve(
     runtime.start()
     try:
         uvicorn.run(
-            create_app(runtime), host=host, port=port, log_level="info", access_log=access_log
+            create_asgi(runtime), host=host, port=port, log_level="info", access_log=access_log
         )
     finally:
         runtime.close()

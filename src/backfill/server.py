@@ -7,7 +7,7 @@ import time
 
 import uvicorn
 
-from backfill.api.app import create_app
+from backfill.api.app import create_asgi
 from backfill.runtime import Runtime
 
 
@@ -16,7 +16,7 @@ class BackgroundServer:
 
     def __init__(self, runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0) -> None:
         config = uvicorn.Config(
-            create_app(runtime), host=host, port=port, log_level="warning", lifespan="on"
+            create_asgi(runtime), host=host, port=port, log_level="warning", lifespan="on"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="backfill-api", daemon=True)

@@ -80,6 +80,12 @@ def token_meter(platform: Platform, key: str, events: int) -> dict[str, Any] | N
     return found[0] if found and found[0]["events"] == events else None
 
 
+def idle_slots(replica_url: str) -> list[dict[str, Any]] | None:
+    """llama-server's slots, once none is processing a request."""
+    slots: list[dict[str, Any]] = httpx.get(f"{replica_url}/slots").json()
+    return None if any(s["is_processing"] for s in slots) else slots
+
+
 def new_tenant(platform: Platform, name: str) -> tuple[str, str]:
     created = platform.operator.post("/v1/admin/tenants", json={"name": name}).json()
     return str(created["api_key"]), str(created["tenant"]["id"])
@@ -254,6 +260,45 @@ def test_a_replica_killed_mid_stream_ends_it_with_an_error_and_is_replaced(
     assert answer.choices[0].message.content is not None  # the other replica served it
     replaced = wait_ready(platform, 2)
     assert busy[0]["id"] not in {r["id"] for r in replaced}
+
+
+def test_a_stream_the_tenant_abandons_is_billed_for_what_the_engine_generated(
+    served: Platform,
+) -> None:
+    platform = served
+    key, _ = new_tenant(platform, "acme")
+    deploy(platform)
+    ask = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Count from one to one hundred."}],
+        "max_tokens": 300,
+        "ignore_eos": True,  # llama-server's own option, passed through: all 300 unless stopped
+        "stream": True,
+    }
+    seen = 0
+    with httpx.stream(
+        "POST",
+        f"{platform.url}/v1/chat/completions",
+        json=ask,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    ) as answer:
+        assert answer.status_code == 200
+        for line in answer.iter_lines():
+            seen += line.startswith("data: {")
+            if seen == 5:
+                break  # the tenant hangs up
+    tokens = eventually(lambda: token_meter(platform, key, events=1))
+    assert tokens["units"]["input_tokens"] > 0  # the engine's count of the prompt
+    assert 4 <= tokens["units"]["output_tokens"] < 300  # what it generated, not max_tokens
+    (deployment,) = platform.operator.get("/v1/admin/deployments").json()["data"]
+    (replica,) = deployment["running"]
+    assert replica["in_flight"] == 0
+    # The engine was told: it stopped short of the 300 tokens it would otherwise have made
+    # (`ignore_eos`), as its own slot monitor shows once the slot is idle.
+    slots = eventually(lambda: idle_slots(replica["url"]), timeout=60)
+    decoded = [s["next_token"][0]["n_decoded"] for s in slots if "next_token" in s]
+    assert decoded and max(decoded) < 300
 
 
 def test_a_replica_waits_for_its_gpus_while_noticed_spot_still_holds_them(

@@ -4,6 +4,7 @@ even when the process dies before moving it (a new process moves what the old on
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_a_spool_left_by_a_dead_process_is_moved_once_and_a_torn_line_skipped(
     for n in range(101, 151):
         dead.append(event(tenant.id, n))  # ... these 50 had not when the process died
     assert dead._file is not None
-    dead._file.close()  # the process died: its open file went with it, unmoved
+    os.close(dead._file)  # the process died: its open file went with it, unmoved
     with open(directory / CURRENT, "a", encoding="utf-8") as spool:
         spool.write(json.dumps(event(tenant.id, 999))[:40])  # died while writing this one
     # A copy of a file already moved, as if the process died between the commit and the unlink.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from backfill.inference.openai_shapes import Refused, count, estimate, parse
+from backfill.inference.openai_shapes import Refused, count, counted_so_far, estimate, parse
 
 
 def refusal(raw: bytes, kind: str = "chat.completions") -> tuple[int, dict[str, object]]:
@@ -47,3 +47,18 @@ def test_estimates_are_generous_and_counts_never_negative() -> None:
     assert estimate(raw, {"max_completion_tokens": 9000}, 2048) == (100, 2048)
     assert estimate(raw, {}, 2048) == (100, 2048)  # no max_tokens: the whole context
     assert [count(v) for v in (7, -1, "7", None, True)] == [7, 0, 0, 0, 0]
+
+
+def test_the_engines_count_so_far_is_read_from_either_engines_chunks() -> None:
+    vllm = {
+        "choices": [{"delta": {"content": "a"}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3},
+    }
+    assert counted_so_far(vllm) == {"prompt_tokens": 9, "completion_tokens": 3}
+    # llama-server's timings: the prompt is what it evaluated plus what its cache held.
+    llama = {"choices": [], "timings": {"prompt_n": 7, "cache_n": 24, "predicted_n": 5}}
+    assert counted_so_far(llama) == {"prompt_tokens": 31, "completion_tokens": 5}
+    assert counted_so_far({"choices": []}) is None
+    hostile = {"usage": {"prompt_tokens": -5, "completion_tokens": "9"}}
+    assert counted_so_far(hostile) == {"prompt_tokens": 0, "completion_tokens": 0}
+    assert counted_so_far({"timings": "nonsense"}) is None

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from backfill import __version__
 from backfill.api import errors, metrics
@@ -28,6 +29,13 @@ from backfill.inference.openai_shapes import MAX_BODY
 from backfill.runtime import Runtime
 
 MAX_FLEET_UPLOAD = 2 * 1024 * 1024
+
+
+def create_asgi(runtime: Runtime) -> ASGIApp:
+    """What a server runs: the OpenAI routes' fast path in front of the whole FastAPI app, so
+    that a tenant's completion crosses none of FastAPI's and Starlette's middleware (the same
+    routes inside the app serve any server that mounts ``create_app`` alone)."""
+    return OpenAIFastPath(create_app(runtime), gateway=lambda: runtime.gateway)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -79,8 +87,6 @@ def create_app(runtime: Runtime) -> FastAPI:
             "/v1/completions": MAX_BODY,
         },
     )
-
-    app.add_middleware(OpenAIFastPath, gateway=lambda: runtime.gateway)  # outermost: first
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

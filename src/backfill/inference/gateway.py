@@ -9,7 +9,10 @@ another; one that dies mid-stream ends the stream with an OpenAI-shaped error ev
 own ``usage`` (asked for with ``stream_options.include_usage`` on streams, and passed on only if
 the tenant asked for it too) becomes a usage event for the tenant, written to the usage spool
 before the answer (or a stream's end) is sent and in the store within a fraction of a second,
-exactly once (its id is the request's); it settles the hold at its rated cost.
+exactly once (its id is the request's); it settles the hold at its rated cost. On a stream the
+engine also reports its count as it goes (``_COUNT_AS_YOU_GO``), so a stream the tenant
+abandons, or a replica that dies, is billed for what the engine generated up to then; the
+replica's connection is closed, and the engine stops generating for nobody.
 """
 
 from __future__ import annotations
@@ -19,28 +22,30 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import anyio
 import orjson
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
+from starlette.types import Send
 
 from backfill.domain.ratelimit import Bucket, admit
 from backfill.errors import BackfillError
 from backfill.inference.openai_shapes import (
     Refused,
     count,
+    counted_so_far,
     estimate,
     openai_error,
     parse,
     unavailable,
 )
 from backfill.inference.replicas import Replica, ReplicaSupervisor
+from backfill.inference.upstream import Answer, Upstream, UpstreamError
 from backfill.services import budgets, pricebook, tenants
 from backfill.services.context import Context
 from backfill.services.spool import UsageSpool
@@ -54,7 +59,30 @@ CACHE_SECONDS = 5.0
 a revoked key stops working within this."""
 ATTEMPTS = 3
 MAX_CACHED = 10_000
-_JSON = {"content-type": "application/json"}
+
+
+_COUNT_AS_YOU_GO: dict[str, dict[str, Any]] = {
+    "llama.cpp": {"stream_options": {"include_usage": True}, "timings_per_token": True},
+    "vllm": {"stream_options": {"include_usage": True, "continuous_usage_stats": True}},
+}
+"""What each engine is asked for on a stream, so that the gateway knows the engine's own count
+at every chunk (llama-server's ``timings``, vLLM's ``usage``) and a stream the tenant abandons,
+or a replica that dies, is still billed for what was generated, and no more."""
+
+
+class _EventStream(StreamingResponse):
+    """An event stream whose source is closed as soon as it ends, however it ends: the tenant
+    hung up, or it was read to the end (Starlette leaves a cancelled one to the garbage
+    collector), so that the replica stops at once and what it generated is metered."""
+
+    body_iterator: AsyncGenerator[bytes, None]
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
 
 
 @dataclass
@@ -71,9 +99,9 @@ class Gateway:
     """Where usage is written before the tenant hears back (see ``services.spool``)."""
     default_rpm: int | None = None
     default_tpm: int | None = None
-    _upstream: aiohttp.ClientSession | None = None
-    """Made in the server's event loop at first use (aiohttp: 1.2 ms a request less than
-    httpx's AsyncClient, measured against llama-server), closed with the server."""
+    _upstream: Upstream | None = None
+    """Connections to the replicas, made in the server's event loop at first use and closed
+    with the server (``inference.upstream``: why not a general HTTP client)."""
     _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
     _buckets: dict[tuple[str, str, str], Bucket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -139,16 +167,17 @@ class Gateway:
         estimate: int,
     ) -> Response:
         for replica in self._replicas(deployment.model):
+            answer: Answer | None = None
             try:
-                async with self._session().post(
-                    replica.url + path, data=raw, headers=_JSON
-                ) as answer:
-                    status, content = answer.status, await answer.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                answer = await self._connections().post(replica.host, replica.port, path, raw)
+                status, content = answer.status, await answer.read()
+            except UpstreamError as exc:
                 log.warning("replica %s failed before answering: %s", replica.id, exc)
                 self.supervisor.failed(replica)
                 continue
             finally:
+                if answer is not None:
+                    answer.release()
                 self.supervisor.release(replica)
             if status >= 500:
                 self.supervisor.failed(replica)
@@ -176,11 +205,13 @@ class Gateway:
         estimate: int,
     ) -> Response:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        upstream_body = {**body, "stream_options": {"include_usage": True}}
+        upstream_body = orjson.dumps({**body, **_COUNT_AS_YOU_GO[deployment.engine]})
         for replica in self._replicas(deployment.model):
             try:
-                answer = await self._session().post(replica.url + path, json=upstream_body)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                answer = await self._connections().post(
+                    replica.host, replica.port, path, upstream_body
+                )
+            except UpstreamError as exc:
                 log.warning("replica %s failed before its first byte: %s", replica.id, exc)
                 self.supervisor.release(replica)
                 self.supervisor.failed(replica)
@@ -191,7 +222,10 @@ class Gateway:
                 self.supervisor.failed(replica)
                 continue
             if answer.status >= 400:
-                content = await answer.read()
+                try:
+                    content = await answer.read()
+                except UpstreamError:
+                    content = b""
                 answer.release()
                 self.supervisor.release(replica)
                 await self._settle(who, hold, None)
@@ -199,13 +233,13 @@ class Gateway:
             chunks = self._relay(
                 answer, replica, who, deployment, request_id, hold, estimate, wants_usage
             )
-            return StreamingResponse(chunks, media_type="text/event-stream")
+            return _EventStream(chunks, media_type="text/event-stream")
         await self._settle(who, hold, None)
         return unavailable(deployment.model)
 
     async def _relay(
         self,
-        answer: aiohttp.ClientResponse,
+        answer: Answer,
         replica: Replica,
         who: Principal,
         deployment: Deployment,
@@ -213,18 +247,18 @@ class Gateway:
         hold: str | None,
         estimate: int,
         wants_usage: bool,
-    ) -> AsyncIterator[bytes]:
-        usage: dict[str, Any] | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        usage: dict[str, Any] = {}
         metered = False
         try:
-            async for raw_line in answer.content:
+            async for raw_line in answer.lines():
                 line = raw_line.decode("utf-8", errors="replace")
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":  # metered before the tenant hears the end: durable first
                     metered = True
-                    await self._meter(who, deployment, request_id, usage or {}, hold, estimate)
+                    await self._meter(who, deployment, request_id, usage, hold, estimate)
                 else:
                     try:
                         chunk = orjson.loads(data)
@@ -232,12 +266,14 @@ class Gateway:
                         chunk = {}
                     if not isinstance(chunk, dict):
                         chunk = {}
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                        if not wants_usage and not chunk.get("choices"):
-                            continue  # the tenant did not ask for it
+                    usage = counted_so_far(chunk) or usage
+                    if "usage" in chunk and chunk.get("choices") and not wants_usage:
+                        del chunk["usage"]  # vLLM's count on every chunk: ours, not the tenant's
+                        data = orjson.dumps(chunk).decode()
+                    elif chunk.get("usage") and not chunk.get("choices") and not wants_usage:
+                        continue  # the closing count: the tenant did not ask for it
                 yield f"data: {data}\n\n".encode()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except UpstreamError as exc:
             log.warning("replica %s died mid-stream: %s", replica.id, exc)
             self.supervisor.failed(replica)
             error = {
@@ -251,10 +287,11 @@ class Gateway:
             }
             yield f"data: {json.dumps(error)}\n\n".encode()
         finally:
-            answer.release()
+            answer.release()  # a stream not read to its end: closed, and the engine stops
             self.supervisor.release(replica)
             if not metered:
-                await self._meter(who, deployment, request_id, usage or {}, hold, estimate)
+                with anyio.CancelScope(shield=True):  # the tenant hung up: still settle the hold
+                    await self._meter(who, deployment, request_id, usage, hold, estimate)
 
     # -- who, what, how much ----------------------------------------------------------------
 
@@ -495,12 +532,9 @@ class Gateway:
         with self._lock:
             self._cache.clear()
 
-    def _session(self) -> aiohttp.ClientSession:
+    def _connections(self) -> Upstream:
         if self._upstream is None:
-            self._upstream = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=300.0),
-                connector=aiohttp.TCPConnector(limit=256),
-            )
+            self._upstream = Upstream()
         return self._upstream
 
     async def close(self) -> None:

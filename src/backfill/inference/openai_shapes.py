@@ -91,6 +91,23 @@ def count(value: Any) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
+def counted_so_far(chunk: dict[str, Any]) -> dict[str, int] | None:
+    """The engine's own count of tokens at this chunk of a stream, as OpenAI's ``usage``."""
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        return {
+            "prompt_tokens": count(usage.get("prompt_tokens")),
+            "completion_tokens": count(usage.get("completion_tokens")),
+        }
+    timings = chunk.get("timings")  # llama-server: prompt_n evaluated + cache_n reused
+    if isinstance(timings, dict):
+        return {
+            "prompt_tokens": count(timings.get("prompt_n")) + count(timings.get("cache_n")),
+            "completion_tokens": count(timings.get("predicted_n")),
+        }
+    return None
+
+
 def unavailable(model: str) -> JSONResponse:
     response = openai_error(
         503,

