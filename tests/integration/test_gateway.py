@@ -225,10 +225,18 @@ def test_two_tenants_see_neither_the_others_usage_nor_private_models(served: Pla
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
     )
     eventually(lambda: token_meter(platform, acme_key, events=1))
-    mine = httpx.get(
-        f"{platform.url}/v1/events", headers={"Authorization": f"Bearer {globex_key}"}
+    as_globex = {"Authorization": f"Bearer {globex_key}"}
+    assert httpx.get(f"{platform.url}/v1/events", headers=as_globex).json()["data"] == []
+    assert httpx.get(f"{platform.url}/v1/meters", headers=as_globex).json()["data"] == []
+    # Keys: each sees its own; acme's key is not globex's to see or revoke.
+    (acme_key_row,) = httpx.get(
+        f"{platform.url}/v1/keys", headers={"Authorization": f"Bearer {acme_key}"}
     ).json()["data"]
-    assert mine == []
+    globex_keys = httpx.get(f"{platform.url}/v1/keys", headers=as_globex).json()["data"]
+    assert acme_key_row["id"] not in {k["id"] for k in globex_keys}
+    revoke = httpx.delete(f"{platform.url}/v1/keys/{acme_key_row['id']}", headers=as_globex)
+    assert revoke.status_code == 404
+    assert client(platform, acme_key).models.list().data  # still works
 
 
 def test_a_replica_killed_mid_stream_ends_it_with_an_error_and_is_replaced(
