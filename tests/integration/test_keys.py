@@ -153,11 +153,15 @@ def test_a_malformed_key_id_is_refused_plainly(platform: Platform) -> None:
     error = too_long.json()["error"]
     assert error["code"] == "invalid_request" and error["field"] == "key_id"
     assert "at most 40 characters" in error["message"] and len(error["message"]) < 200
-    for odd in ("ключ", "key_%00", "key_'; DROP TABLE api_keys; --"):
+    for odd, why in (
+        ("ключ", "should match pattern"),
+        ("key_%00", "NUL character"),
+        ("key_'; DROP TABLE api_keys; --", "should match pattern"),
+    ):
         response = a.delete(f"/v1/keys/{odd}")
         assert response.status_code == 422, response.text
         assert response.json()["error"]["field"] == "key_id"
-        assert "should match pattern" in response.json()["error"]["message"]
+        assert why in response.json()["error"]["message"]
     assert a.delete("/v1/keys/key_nope").status_code == 404
     assert [k["revoked_at"] for k in keys(a)] == [None, None]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp
 
 from backfill import __version__
-from backfill.api import errors, metrics
+from backfill.api import errors, metrics, nul
 from backfill.api.fast_path import OpenAIFastPath
 from backfill.api.limits import BodyLimit
 from backfill.api.routers import (
@@ -50,6 +50,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Lease a private fleet's idle GPUs: on-demand, spot with notice, reserved; "
         "and open models behind an OpenAI-compatible API.",
         lifespan=lifespan,
+        dependencies=[Depends(nul.refuse_in_parameters)],  # before any route reads one
     )
     app.state.runtime = runtime
     errors.install(app)

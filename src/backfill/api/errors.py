@@ -3,14 +3,18 @@ statuses here and nowhere else."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backfill.errors import BackfillError, InvalidFile
+
+log = logging.getLogger("backfill.api")
 
 STATUS = {
     "invalid_json": 400,
@@ -83,6 +87,19 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(code, str(exc.detail))
 
 
+async def _refused_by_database(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot hold (a data exception, SQLSTATE class 22) that no check
+    caught first: the last line of defence. The unit of work it came from has rolled back; the
+    value came with the request, so the answer is a 422 that quotes the database, not a 500. It
+    is logged: a check should refuse it before the store is reached."""
+    assert isinstance(exc, DataError)
+    reason = (str(exc.orig).splitlines() or ["a data exception"])[0][:200]
+    log.warning("the database refused a value: %s %s: %s", request.method, request.url.path, reason)
+    return error_response(
+        "invalid_request", f"the database refused a value of this request: {reason}"
+    )
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response("internal_error", "an unexpected error occurred; it has been logged")
 
@@ -91,4 +108,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(BackfillError, _backfill_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _refused_by_database)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,8 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from backfill.api import nul
 from backfill.services.fleet import PoolView
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -16,7 +17,14 @@ Price = Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=13, decimal_plac
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields and NUL characters in text are refused."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return nul.refuse_in_text(value)
 
 
 class LeaseCreate(Strict):

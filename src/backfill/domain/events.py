@@ -122,6 +122,8 @@ def parse_event(item: object, *, now: datetime) -> UsageEvent:
             "characters)",
             "subject",
         )
+    if "\x00" in tenant:
+        raise EventError(_nul("subject"), "subject")
     at = _time(item.get("time"), now)
     content_type = item.get("datacontenttype")
     if content_type is not None and content_type != "application/json":
@@ -188,7 +190,14 @@ def _text(item: dict[str, Any], name: str, limit: int) -> str:
         raise EventError(f"{name} is required: a non-empty string", name)
     if len(value) > limit:
         raise EventError(f"{name} is longer than {limit} characters", name)
+    if "\x00" in value:
+        raise EventError(_nul(name), name)
     return value
+
+
+def _nul(name: str) -> str:
+    """A NUL is refused: PostgreSQL cannot store it (SQLite would), so no store gets one."""
+    return f"{name} must not contain the NUL character (U+0000, \\u0000 in JSON)"
 
 
 def _time(value: object, now: datetime) -> datetime:
