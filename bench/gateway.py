@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,11 @@ def run(console: Console, url: str, args: argparse.Namespace) -> None:
     }
     direct: list[float] = []
     through: list[float] = []
-    with httpx.Client(timeout=60) as client, Progress(console=console) as progress:
+    resent = Counter[str]()
+    # Idle connections dropped at 4 s: llama-server closes them at 5 s, httpx's default expiry,
+    # and a request sent as it does fails ("Server disconnected without sending a response").
+    limits = httpx.Limits(keepalive_expiry=4.0)
+    with httpx.Client(timeout=60, limits=limits) as client, Progress(console=console) as progress:
         for _ in range(10):  # warm both paths (prompt cache, connections)
             client.post(direct_url, json=ask).raise_for_status()
             client.post(gateway_url, json=ask, headers=key).raise_for_status()
@@ -98,7 +103,7 @@ def run(console: Console, url: str, args: argparse.Namespace) -> None:
             order = [(direct, direct_url, {}), (through, gateway_url, key)]
             for sink, target, headers in order if i % 2 else order[::-1]:
                 started = time.perf_counter()
-                client.post(target, json=ask, headers=headers)
+                post(client, target, ask, headers, resent)
                 sink.append((time.perf_counter() - started) * 1000)
             progress.advance(task)
         rates = {"direct": 0.0, "gateway": 0.0}
@@ -116,13 +121,8 @@ def run(console: Console, url: str, args: argparse.Namespace) -> None:
             legs = [("direct", direct_url, {}), ("gateway", gateway_url, key)]
             for name, target, headers in legs if i % 2 else legs[::-1]:
                 started = time.perf_counter()
-                count = 0
-                with client.stream("POST", target, json=long_ask, headers=headers) as answer:
-                    for line in answer.iter_lines():
-                        if '"usage"' in line and '"completion_tokens"' in line:
-                            count = int(line.split('"completion_tokens":')[1].split(",")[0])
+                tokens[name] += streamed(client, target, long_ask, headers, resent)
                 seconds[name] += time.perf_counter() - started
-                tokens[name] += count
             progress.advance(task)
         for name in rates:
             rates[name] = tokens[name] / seconds[name]
@@ -147,8 +147,50 @@ def run(console: Console, url: str, args: argparse.Namespace) -> None:
     console.print(table)
     console.print(
         f"{args.requests} one-token requests each way; {args.stream_requests} streams "
-        f"of {args.max_tokens} tokens each way"
+        f"of {args.max_tokens} tokens each way; sent again after the server closed a kept-alive "
+        f"connection: {resent[direct_url]} direct, {resent[gateway_url]} through the gateway "
+        "(which resends its own to the replica inside its time)"
     )
+
+
+def post(
+    client: httpx.Client,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    resent: Counter[str],
+) -> None:
+    """One request; sent once more if the server closed the kept-alive connection as it was
+    sent (llama-server closes some without warning; any HTTP/1.1 client must resend then)."""
+    try:
+        client.post(url, json=body, headers=headers).raise_for_status()
+    except httpx.RemoteProtocolError:
+        resent[url] += 1
+        client.post(url, json=body, headers=headers).raise_for_status()
+
+
+def streamed(
+    client: httpx.Client,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    resent: Counter[str],
+) -> int:
+    """Completion tokens of one streamed request (its usage), resent as ``post`` does."""
+    for attempt in (1, 2):
+        count = 0
+        try:
+            with client.stream("POST", url, json=body, headers=headers) as answer:
+                answer.raise_for_status()
+                for line in answer.iter_lines():
+                    if '"usage"' in line and '"completion_tokens"' in line:
+                        count = int(line.split('"completion_tokens":')[1].split(",")[0])
+            return count
+        except httpx.RemoteProtocolError:
+            if attempt == 2:
+                raise
+            resent[url] += 1
+    raise AssertionError("unreachable")
 
 
 if __name__ == "__main__":

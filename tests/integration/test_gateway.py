@@ -64,7 +64,7 @@ def client(platform: Platform, key: str) -> Any:
 
 def eventually(probe: Any, timeout: float = 10.0) -> Any:
     """``probe()``'s first answer that is not None, polled (usage reaches the store from the
-    gateway's spool within a fraction of a second)."""
+    gateway's spool within about a second)."""
     deadline = time.monotonic() + timeout
     while (answer := probe()) is None:
         assert time.monotonic() < deadline, "it did not happen in time"

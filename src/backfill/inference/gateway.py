@@ -8,7 +8,7 @@ the replica. A replica that fails before its first byte is marked and the reques
 another; one that dies mid-stream ends the stream with an OpenAI-shaped error event. The engine's
 own ``usage`` (asked for with ``stream_options.include_usage`` on streams, and passed on only if
 the tenant asked for it too) becomes a usage event for the tenant, written to the usage spool
-before the answer (or a stream's end) is sent and in the store within a fraction of a second,
+before the answer (or a stream's end) is sent and in the store within about a second,
 exactly once (its id is the request's); it settles the hold at its rated cost. On a stream the
 engine also reports its count as it goes (``_COUNT_AS_YOU_GO``), so a stream the tenant
 abandons, or a replica that dies, is billed for what the engine generated up to then; the

@@ -36,7 +36,11 @@ BATCH = 5_000
 
 
 class UsageSpool:
-    def __init__(self, ctx: Context, directory: Path, *, interval: float = 0.2) -> None:
+    def __init__(self, ctx: Context, directory: Path, *, interval: float = 1.0) -> None:
+        """``interval``: seconds between moves into the store. Each move has a fixed cost (a
+        session, the tenants' check, a commit) that competes with the gateway for the CPU and
+        the GIL: every 0.2 s it cost 0.24 ms of CPU a request more than every 1 s, measured
+        under ``bench/gateway.py``'s load; usage is in the store within about a second."""
         self.ctx = ctx
         self.directory = directory
         self.interval = interval
