@@ -85,6 +85,16 @@ class _EventStream(StreamingResponse):
                 await self.body_iterator.aclose()
 
 
+def _asked_by_us(engine: str, body: dict[str, Any]) -> tuple[str, ...]:
+    """The fields of a stream's chunks that are there because the gateway asked the engine for
+    its count (``_COUNT_AS_YOU_GO``), not the tenant: taken out before the tenant sees them."""
+    if engine == "llama.cpp" and not body.get("timings_per_token"):
+        return ("timings",)
+    if engine == "vllm" and not (body.get("stream_options") or {}).get("continuous_usage_stats"):
+        return ("usage",)
+    return ()
+
+
 @dataclass
 class _Cached:
     value: Any
@@ -204,7 +214,6 @@ class Gateway:
         hold: str | None,
         estimate: int,
     ) -> Response:
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         upstream_body = orjson.dumps({**body, **_COUNT_AS_YOU_GO[deployment.engine]})
         for replica in self._replicas(deployment.model):
             try:
@@ -230,9 +239,7 @@ class Gateway:
                 self.supervisor.release(replica)
                 await self._settle(who, hold, None)
                 return Response(content, answer.status, media_type="application/json")
-            chunks = self._relay(
-                answer, replica, who, deployment, request_id, hold, estimate, wants_usage
-            )
+            chunks = self._relay(answer, replica, who, deployment, request_id, hold, estimate, body)
             return _EventStream(chunks, media_type="text/event-stream")
         await self._settle(who, hold, None)
         return unavailable(deployment.model)
@@ -246,10 +253,12 @@ class Gateway:
         request_id: str,
         hold: str | None,
         estimate: int,
-        wants_usage: bool,
+        body: dict[str, Any],
     ) -> AsyncGenerator[bytes, None]:
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         usage: dict[str, Any] = {}
         metered = False
+        ours = _asked_by_us(deployment.engine, body)
         try:
             async for raw_line in answer.lines():
                 line = raw_line.decode("utf-8", errors="replace")
@@ -267,10 +276,12 @@ class Gateway:
                     if not isinstance(chunk, dict):
                         chunk = {}
                     usage = counted_so_far(chunk) or usage
-                    if "usage" in chunk and chunk.get("choices") and not wants_usage:
-                        del chunk["usage"]  # vLLM's count on every chunk: ours, not the tenant's
-                        data = orjson.dumps(chunk).decode()
-                    elif chunk.get("usage") and not chunk.get("choices") and not wants_usage:
+                    if chunk.get("choices"):
+                        if any(name in chunk for name in ours):  # the count we asked for
+                            for name in ours:
+                                chunk.pop(name, None)
+                            data = orjson.dumps(chunk).decode()
+                    elif chunk.get("usage") and not wants_usage:
                         continue  # the closing count: the tenant did not ask for it
                 yield f"data: {data}\n\n".encode()
         except UpstreamError as exc:
