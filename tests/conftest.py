@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import tempfile
 import threading
@@ -17,6 +18,7 @@ import pytest
 
 from backfill.runtime import Runtime, Settings
 from backfill.server import BackgroundServer
+from tests.inference import llama_up
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -185,3 +187,14 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(scope="session")
+def llama_engine() -> None:
+    """llama.cpp's server and the small model, installed once (``tests/inference.py``)."""
+    reason = llama_up()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)

@@ -15,20 +15,10 @@ import httpx
 import pytest
 
 from tests.conftest import Platform, start_platform
-from tests.inference import MODEL, WEIGHTS, llama_up
+from tests.inference import MODEL, WEIGHTS
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def llama_engine() -> None:
-    reason = llama_up()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -80,9 +70,12 @@ def token_meter(platform: Platform, key: str, events: int) -> dict[str, Any] | N
     return found[0] if found and found[0]["events"] == events else None
 
 
-def idle_slots(replica_url: str) -> list[dict[str, Any]] | None:
-    """llama-server's slots, once none is processing a request."""
-    slots: list[dict[str, Any]] = httpx.get(f"{replica_url}/slots").json()
+def idle_slots(platform: Platform, replica: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """llama-server's slots, once none is processing a request (asked with the replica's own
+    key, which only the gateway has: read from the supervisor, in this process)."""
+    (secret,) = [r.secret for r in platform.runtime.supervisor.replicas() if r.id == replica["id"]]
+    answer = httpx.get(f"{replica['url']}/slots", headers={"Authorization": f"Bearer {secret}"})
+    slots: list[dict[str, Any]] = answer.json()
     return None if any(s["is_processing"] for s in slots) else slots
 
 
@@ -304,9 +297,12 @@ def test_a_stream_the_tenant_abandons_is_billed_for_what_the_engine_generated(
     (deployment,) = platform.operator.get("/v1/admin/deployments").json()["data"]
     (replica,) = deployment["running"]
     assert replica["in_flight"] == 0
+    # Straight to the replica, without its key (which only the gateway holds): refused.
+    bypass = httpx.post(f"{replica['url']}/v1/chat/completions", json=ask | {"stream": False})
+    assert bypass.status_code == 401
     # The engine was told: it stopped short of the 300 tokens it would otherwise have made
     # (`ignore_eos`), as its own slot monitor shows once the slot is idle.
-    slots = eventually(lambda: idle_slots(replica["url"]), timeout=60)
+    slots = eventually(lambda: idle_slots(platform, replica), timeout=60)
     decoded = [s["next_token"][0]["n_decoded"] for s in slots if "next_token" in s]
     assert decoded and max(decoded) < 300
 

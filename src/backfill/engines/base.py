@@ -151,6 +151,14 @@ class FleetEngine(ABC):
     """What every engine does. Methods are safe to call from several threads."""
 
     name: ClassVar[str]
+    runs_commands: ClassVar[bool] = False
+    """Whether a workload's ``command`` runs on the nodes it was given (Slurm runs it as the
+    job's script), or the engine only holds the GPUs (``sim``) and the caller runs the work
+    itself, on this machine."""
+
+    def address(self, node: str) -> str:
+        """Where a process that a workload runs on ``node`` is reached over the network."""
+        return "127.0.0.1"
 
     @abstractmethod
     def fleet(self) -> Fleet:

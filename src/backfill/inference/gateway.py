@@ -179,7 +179,9 @@ class Gateway:
         for replica in self._replicas(deployment.model):
             answer: Answer | None = None
             try:
-                answer = await self._connections().post(replica.host, replica.port, path, raw)
+                answer = await self._connections().post(
+                    replica.host, replica.port, path, raw, replica.secret
+                )
                 status, content = answer.status, await answer.read()
             except UpstreamError as exc:
                 log.warning("replica %s failed before answering: %s", replica.id, exc)
@@ -218,7 +220,7 @@ class Gateway:
         for replica in self._replicas(deployment.model):
             try:
                 answer = await self._connections().post(
-                    replica.host, replica.port, path, upstream_body
+                    replica.host, replica.port, path, upstream_body, replica.secret
                 )
             except UpstreamError as exc:
                 log.warning("replica %s failed before its first byte: %s", replica.id, exc)

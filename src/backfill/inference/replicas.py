@@ -1,16 +1,20 @@
 """Replicas: each deployment's engine servers, placed on the fleet, started, watched, replaced.
 
 A replica is a workload on the fleet (``FleetEngine.submit``: its GPUs are held like any lease's,
-at the deployment's tier) and, on the embedded default, a local engine server process that
-Backfill starts on a free port and supervises. One pass of ``reconcile`` brings every deployment
-to its replica count:
+at the deployment's tier) and an engine server: on the embedded default (``sim``, which only holds
+GPUs) a local process that Backfill starts on a free port and supervises; on an engine that runs
+workloads' commands (Slurm), the workload itself — the job runs the server on the node Slurm
+chose, and the gateway reaches it at that node's address (``FleetEngine.address``). Each server
+asks every request for a key of its own that only the gateway holds. One pass of ``reconcile``
+brings every deployment to its replica count:
 
 - a replica whose process exited, or whose workload the engine ended (preempted, a node down),
   is stopped on both sides and forgotten — a new one takes its place in the same pass;
 - a new replica is placed first (no GPUs, no replica: it is tried again next pass); its server
   is started once the engine runs its workload (not while noticed spot still holds the GPUs),
   with ``CUDA_VISIBLE_DEVICES`` set to the GPUs it was given; it is *ready* once the server
-  answers ``GET /v1/models``, and only ready replicas get requests;
+  answers ``GET /health`` (both engines: 200 once the model is loaded), and only ready replicas
+  get requests;
 - the replicas of a deleted deployment are stopped.
 
 The router picks, among a model's ready replicas, the one with the fewest requests in flight.
@@ -22,6 +26,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,7 +42,7 @@ from sqlalchemy import select
 from backfill.domain.tiers import Tier
 from backfill.engines.base import WorkloadSpec, WorkloadState
 from backfill.errors import BackfillError, NotFound
-from backfill.inference.workers import WorkerSpec, command, environment
+from backfill.inference.workers import WorkerSpec, command, environment, script
 from backfill.services.context import Context
 from backfill.store.models import Deployment
 
@@ -71,6 +76,11 @@ class Replica:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
+    @property
+    def secret(self) -> str:
+        """The key its server asks of every request (the gateway's alone)."""
+        return self.worker.secret if self.worker is not None else ""
+
 
 Launcher = Callable[[WorkerSpec, str, int, Path | None], subprocess.Popen[bytes]]
 
@@ -80,7 +90,7 @@ def launch(
 ) -> subprocess.Popen[bytes]:
     """Start an engine server as its own process group (so stopping it stops its children)."""
     out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
-    env = environment()
+    env = environment(spec)
     if spec.devices:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
     try:
@@ -214,13 +224,29 @@ class ReplicaSupervisor:
 
     def _place(self, deployment: Deployment) -> bool:
         replica_id = f"{deployment.id}.r{next(self._ids)}"
+        worker = WorkerSpec(
+            engine=deployment.engine,
+            weights=deployment.weights,
+            model=deployment.model,
+            context_length=deployment.context_length,
+            secret=secrets.token_urlsafe(24),
+        )
+        port, run = 0, f"{deployment.engine} serve {deployment.model}"  # a label: we run it
+        if self.ctx.engine.runs_commands:  # the engine runs the server, on the replica's node
+            port = _free_port(self.host)  # taken there? the server exits and is replaced
+            try:
+                run = script(worker, port=port)
+            except BackfillError as exc:
+                log.warning("replica of %s cannot start: %s", deployment.model, exc)
+                self._back_off(deployment.id)
+                return False
         spec = WorkloadSpec(
             id=replica_id,
             tier=Tier(deployment.tier),
             pool=deployment.pool,
             gpus=deployment.gpus,
             owner=deployment.tenant_id or INFERENCE_OWNER,
-            command=f"{deployment.engine} serve {deployment.model}",
+            command=run,
         )
         try:
             self.ctx.engine.submit(spec)
@@ -228,12 +254,6 @@ class ReplicaSupervisor:
             log.warning("no GPUs for a replica of %s: %s", deployment.model, exc)
             self._back_off(deployment.id)
             return False
-        worker = WorkerSpec(
-            engine=deployment.engine,
-            weights=deployment.weights,
-            model=deployment.model,
-            context_length=deployment.context_length,
-        )
         replica = Replica(
             id=replica_id,
             deployment_id=deployment.id,
@@ -243,6 +263,7 @@ class ReplicaSupervisor:
             started=time.monotonic(),
             state=PLACED,
             worker=worker,
+            port=port,
         )
         with self._lock:
             self._replicas[replica_id] = replica
@@ -255,6 +276,16 @@ class ReplicaSupervisor:
         if view.state not in (WorkloadState.RUNNING, WorkloadState.NOTICED):
             return False
         assert replica.worker is not None
+        if self.ctx.engine.runs_commands:  # its server starts with the workload, on its node
+            if not view.allocation:
+                return False  # running, its nodes not yet known: next pass
+            host = self.ctx.engine.address(next(iter(view.allocation)))
+            with self._lock:
+                replica.host = host
+                replica.url = f"http://{host}:{replica.port}"
+                replica.state = STARTING
+                replica.started = time.monotonic()
+            return True
         devices = tuple(i for indices in view.allocation.values() for i in indices)
         worker = replace(replica.worker, devices=devices if len(view.allocation) == 1 else ())
         port = _free_port(self.host)
@@ -281,7 +312,7 @@ class ReplicaSupervisor:
 
     def _check(self, replica: Replica) -> None:
         try:
-            answered = self._http.get(f"{replica.url}/v1/models").status_code == 200
+            answered = self._http.get(f"{replica.url}/health").status_code == 200
         except httpx.HTTPError:
             answered = False
         if answered:

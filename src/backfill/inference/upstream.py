@@ -44,11 +44,13 @@ class Upstream:
         self.read_timeout = read_timeout
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
 
-    async def post(self, host: str, port: int, path: str, body: bytes) -> Answer:
-        """Send ``body`` as JSON; returns once the status line and headers have arrived."""
+    async def post(self, host: str, port: int, path: str, body: bytes, key: str = "") -> Answer:
+        """Send ``body`` as JSON (with ``key`` as a bearer token, if any); returns once the
+        status line and headers have arrived."""
+        authorization = f"Authorization: Bearer {key}\r\n" if key else ""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{authorization}Content-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1")
         while True:
             connection = self._take(host, port)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backfill.errors import InvalidRequest
@@ -57,6 +58,9 @@ class WorkerSpec:
     context_length: int = 2048
     devices: tuple[int, ...] = ()
     """The GPUs of its node it was given (``CUDA_VISIBLE_DEVICES``); none on the CPU."""
+    secret: str = field(default="", repr=False)
+    """The key the server asks of every request but its health check (``API_KEY_ENV``): only
+    the gateway, which meters and bills, may use a replica, not whoever can reach its port."""
 
 
 def resolve_weights(weights: str) -> Path:
@@ -131,7 +135,33 @@ def command(spec: WorkerSpec, *, host: str, port: int) -> list[str]:
     )
 
 
-def environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", OPENBLAS_NUM_THREADS="1")
+THREADS = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_NUM_THREADS": "1"}
+"""BLAS and OpenMP held to one thread each: the engine's own ``--threads`` decides."""
+
+
+API_KEY_ENV = {"llama.cpp": "LLAMA_API_KEY", "vllm": "VLLM_API_KEY"}
+"""Where each engine's server reads the API key it then asks for (both documented; an
+environment variable, not an argument, so that it is not in the process list)."""
+
+
+def worker_environment(spec: WorkerSpec) -> dict[str, str]:
+    """What a replica's server needs in its environment, besides what it inherits."""
+    env = dict(THREADS)
+    if spec.secret:
+        env[API_KEY_ENV[spec.engine]] = spec.secret
     return env
+
+
+def environment(spec: WorkerSpec) -> dict[str, str]:
+    return {**os.environ, **worker_environment(spec)}
+
+
+def script(spec: WorkerSpec, *, port: int) -> str:
+    """A replica's server as a shell script, for an engine that runs it on the replica's own
+    node (a Slurm job: Slurm sets ``CUDA_VISIBLE_DEVICES`` to the GPUs it gave), listening on
+    every address of that node at ``port``. The binary and the weights are found at the same
+    paths as on this machine (a shared file system, as on most Slurm clusters)."""
+    exports = "".join(
+        f"export {name}={shlex.quote(value)}\n" for name, value in worker_environment(spec).items()
+    )
+    return exports + "exec " + shlex.join(command(spec, host="0.0.0.0", port=port))

@@ -214,6 +214,7 @@ class SlurmConfig:
 
 class SlurmEngine(FleetEngine):
     name = "slurm"
+    runs_commands = True
 
     def __init__(
         self,
@@ -243,6 +244,7 @@ class SlurmEngine(FleetEngine):
         self._down_reason: dict[str, str] = {}  # node → why set_node_down took it out of service
         self._out_of_service: set[str] = set()  # nodes Slurm starts nothing on, as last read
         self._nodes_read_at = -math.inf
+        self._addresses: dict[str, str] = {}
         self._fleet, self._partition = self._inventory()
         if self.config.output_dir is not None:
             self.config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -362,6 +364,7 @@ class SlurmEngine(FleetEngine):
             name = record.get("NodeName", "")
             if name not in members:
                 continue
+            self._addresses[name] = record.get("NodeAddr") or name
             for gres in record.get("Gres", "").split(","):
                 bits = gres.split("(")[0].split(":")
                 if len(bits) == 3 and bits[0] == "gpu":
@@ -387,6 +390,10 @@ class SlurmEngine(FleetEngine):
 
     def fleet(self) -> Fleet:
         return self._fleet
+
+    def address(self, node: str) -> str:
+        """The node's ``NodeAddr`` (Slurm's own way to reach it; its name by default)."""
+        return self._addresses.get(node, node)
 
     def now(self) -> float:
         return self._clock()
