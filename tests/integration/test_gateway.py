@@ -98,6 +98,9 @@ def test_the_official_client_lists_chats_and_streams_and_usage_is_billed(
     ai = client(platform, key)
 
     assert [m.id for m in ai.models.list().data] == [MODEL]
+    assert ai.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        ai.models.retrieve("no-such/model")
     chat = ai.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Name one colour."}],
@@ -212,6 +215,8 @@ def test_two_tenants_see_neither_the_others_usage_nor_private_models(served: Pla
     deploy(platform, tenant_id=acme)  # private to acme
     assert [m.id for m in client(platform, acme_key).models.list().data] == [MODEL]
     assert client(platform, globex_key).models.list().data == []
+    with pytest.raises(openai.NotFoundError):
+        client(platform, globex_key).models.retrieve(MODEL)
     with pytest.raises(openai.NotFoundError):
         client(platform, globex_key).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2

@@ -1,7 +1,8 @@
 """The OpenAI routes straight to the gateway, outside FastAPI's routing and middleware.
 
 Every millisecond the gateway adds is the tenant's. This ASGI layer answers ``POST
-/v1/chat/completions``, ``POST /v1/completions`` and ``GET /v1/models`` itself (reading the body
+/v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models`` and ``GET /v1/models/{id}``
+itself (reading the body
 under the same 1 MiB cap) and hands everything else to the FastAPI app. The same routes stay
 declared in ``routers/inference.py``, for the OpenAPI document and for any server that mounts the
 app without this layer.
@@ -24,6 +25,7 @@ ROUTES = {
     ("POST", "/v1/completions"): "completions",
     ("GET", "/v1/models"): "models",
 }
+ONE_MODEL = "/v1/models/"
 
 
 class OpenAIFastPath:
@@ -32,7 +34,10 @@ class OpenAIFastPath:
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = ROUTES.get((scope.get("method", ""), scope.get("path", "")))
+        method, path = scope.get("method", ""), scope.get("path", "")
+        route = ROUTES.get((method, path))
+        if route is None and method == "GET" and path.startswith(ONE_MODEL) and path != ONE_MODEL:
+            route = "model"  # OpenAI's "retrieve model": the rest of the path is its id
         if scope["type"] != "http" or route is None:
             await self.app(scope, receive, send)
             return
@@ -44,6 +49,8 @@ class OpenAIFastPath:
         try:
             if route == "models":
                 response = await self.gateway().models(authorization)
+            elif route == "model":
+                response = await self.gateway().models(authorization, path[len(ONE_MODEL) :])
             else:
                 body = await _body(receive)
                 if body is None:

@@ -85,6 +85,16 @@ class _EventStream(StreamingResponse):
                 await self.body_iterator.aclose()
 
 
+def _model(deployment: Deployment) -> dict[str, Any]:
+    """A deployment as OpenAI describes a model."""
+    return {
+        "id": deployment.model,
+        "object": "model",
+        "created": int(deployment.created_at.timestamp()),
+        "owned_by": "tenant" if deployment.tenant_id else "backfill",
+    }
+
+
 def _asked_by_us(engine: str, body: dict[str, Any]) -> tuple[str, ...]:
     """The fields of a stream's chunks that are there because the gateway asked the engine for
     its count (``_COUNT_AS_YOU_GO``), not the tenant: taken out before the tenant sees them."""
@@ -118,22 +128,16 @@ class Gateway:
 
     # -- the routes -------------------------------------------------------------------------
 
-    async def models(self, authorization: str | None) -> Response:
+    async def models(self, authorization: str | None, model: str | None = None) -> Response:
+        """The models the tenant may use, or the one named ``model`` (404 if not theirs)."""
         try:
             who = await self._principal(authorization)
+            if model is not None:
+                return JSONResponse(_model(await self._deployment(model, who)))
         except Refused as refused:
             return refused.response
         visible = [d for d in await self._deployments() if d.tenant_id in (None, who.tenant_id)]
-        data = [
-            {
-                "id": d.model,
-                "object": "model",
-                "created": int(d.created_at.timestamp()),
-                "owned_by": "tenant" if d.tenant_id else "backfill",
-            }
-            for d in visible
-        ]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [_model(d) for d in visible]})
 
     async def complete(self, kind: str, authorization: str | None, raw: bytes) -> Response:
         """``kind``: ``chat.completions`` or ``completions``."""

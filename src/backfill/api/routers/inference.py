@@ -36,6 +36,12 @@ async def list_models(request: Request) -> Response:
     return await gateway(request).models(request.headers.get("authorization"))
 
 
+@router.get("/v1/models/{model:path}")
+async def retrieve_model(model: str, request: Request) -> Response:
+    """One model you may use (OpenAI's retrieve model); 404 when it is not yours to use."""
+    return await gateway(request).models(request.headers.get("authorization"), model)
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     """OpenAI's chat completions, streamed (SSE) or not."""
