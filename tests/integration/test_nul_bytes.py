@@ -22,7 +22,11 @@ from tests.conftest import Platform
 
 NUL = "a\x00b"
 NUL_IN_URL = "a%00b"
-OPENAI_ROUTES = {("POST", "/v1/chat/completions"), ("POST", "/v1/completions")}
+OPENAI_ROUTES = {
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("GET", "/v1/models/{model}"),
+}
 """They answer in OpenAI's shape, take no JSON schema of ours, and are checked on their own."""
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
