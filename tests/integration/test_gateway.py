@@ -126,8 +126,12 @@ def test_the_official_client_lists_chats_and_streams_and_usage_is_billed(
     # The engine's running count, which the gateway asks for, is not passed on to the tenant.
     assert not any((c.model_extra or {}).get("timings") for c in chunks if c.choices)
 
-    completion = ai.completions.create(model=MODEL, prompt="The sky is", max_tokens=5, stop=["."])
+    raw = ai.completions.with_raw_response.create(
+        model=MODEL, prompt="The sky is", max_tokens=5, stop=["."]
+    )
+    completion = raw.parse()
     assert completion.usage.completion_tokens <= 5
+    request_id = raw.headers["x-request-id"]
 
     # Billed: the engine's own counts, to this tenant (in the store within the spool's interval).
     tokens = eventually(lambda: token_meter(platform, key, events=3))
@@ -137,6 +141,9 @@ def test_the_official_client_lists_chats_and_streams_and_usage_is_billed(
     assert tokens["events"] == 3
     usage = platform.operator.get(f"/v1/admin/tenants/{tenant}/events").json()["data"]
     assert {e["source"] for e in usage} == {"/backfill/gateway"}
+    # The request's id (its x-request-id header) names what it was billed.
+    (billed,) = [e for e in usage if e["id"] == request_id]
+    assert billed["data"]["output_tokens"] == completion.usage.completion_tokens
 
 
 def test_bad_keys_unknown_models_and_rate_limits_answer_as_openai_does(served: Platform) -> None:

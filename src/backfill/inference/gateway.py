@@ -58,6 +58,9 @@ CACHE_SECONDS = 5.0
 """How long a key, a deployment list or a tenant's limits are trusted without a database read:
 a revoked key stops working within this."""
 ATTEMPTS = 3
+REQUEST_ID = "x-request-id"
+"""The header that names a request, as OpenAI's does: the id of its usage event, so that a
+tenant can find what one request was billed (``GET /v1/events``) or quote it to support."""
 MAX_CACHED = 10_000
 
 
@@ -206,7 +209,7 @@ class Gateway:
             except (orjson.JSONDecodeError, AttributeError):
                 usage = {}
             await self._meter(who, deployment, request_id, usage, hold, estimate)
-            return Response(content, 200, media_type="application/json")
+            return Response(content, 200, {REQUEST_ID: request_id}, media_type="application/json")
         await self._settle(who, hold, None)
         return unavailable(deployment.model)
 
@@ -246,7 +249,9 @@ class Gateway:
                 await self._settle(who, hold, None)
                 return Response(content, answer.status, media_type="application/json")
             chunks = self._relay(answer, replica, who, deployment, request_id, hold, estimate, body)
-            return _EventStream(chunks, media_type="text/event-stream")
+            return _EventStream(
+                chunks, headers={REQUEST_ID: request_id}, media_type="text/event-stream"
+            )
         await self._settle(who, hold, None)
         return unavailable(deployment.model)
 
