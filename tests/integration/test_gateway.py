@@ -161,11 +161,17 @@ def test_bad_keys_unknown_models_and_rate_limits_answer_as_openai_does(served: P
     )
     assert limited.status_code == 200, limited.text
     ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-    ai.chat.completions.create(**ask)
+    first = ai.chat.completions.with_raw_response.create(**ask).headers
+    assert (first["x-ratelimit-limit-requests"], first["x-ratelimit-remaining-requests"]) == (
+        "2",
+        "1",
+    )
+    assert "x-ratelimit-limit-tokens" not in first  # no token limit set
     ai.chat.completions.create(**ask)
     with pytest.raises(openai.RateLimitError) as refused:
         ai.chat.completions.create(**ask)
     assert int(refused.value.response.headers["Retry-After"]) >= 1
+    assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
     # On credit: what a request may cost is held first; a credit that cannot cover it is a 402.
     broke_key, broke = new_tenant(platform, "broke")
     platform.operator.post(

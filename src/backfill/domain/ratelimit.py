@@ -70,3 +70,34 @@ def admit(buckets: Iterable[tuple[Bucket | None, Bucket | None]], tokens: int, n
         if token_bucket is not None:
             token_bucket.take(tokens)
     return 0
+
+
+def headers(buckets: Iterable[tuple[Bucket | None, Bucket | None]], now: float) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers for the tightest request and token buckets: the
+    limit, what remains of it now, and when it will be whole again (``6m0s``, ``1.5s``); none
+    for a kind of limit that is not set."""
+    pairs = list(buckets)
+    found: dict[str, str] = {}
+    for kind, index in (("requests", 0), ("tokens", 1)):
+        chosen = [bucket for pair in pairs if (bucket := pair[index]) is not None]
+        if not chosen:
+            continue
+        for bucket in chosen:
+            bucket.refill(now)
+        tightest = min(chosen, key=lambda b: b.level / b.per_minute)
+        found[f"x-ratelimit-limit-{kind}"] = str(tightest.per_minute)
+        found[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(tightest.level)))
+        found[f"x-ratelimit-reset-{kind}"] = duration(
+            max(0.0, tightest.per_minute - tightest.level) / tightest.rate
+        )
+    return found
+
+
+def duration(seconds: float) -> str:
+    """A duration as OpenAI writes one in its headers: ``20ms``, ``1.5s``, ``6m0s``."""
+    if (milliseconds := math.ceil(seconds * 1000)) < 1000:
+        return f"{milliseconds}ms"
+    if (tenths := math.ceil(seconds * 10)) < 600:
+        return f"{tenths / 10:g}s"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s"

@@ -34,6 +34,7 @@ from sqlalchemy import select
 from starlette.types import Send
 
 from backfill.domain.ratelimit import Bucket, admit
+from backfill.domain.ratelimit import headers as limit_headers
 from backfill.errors import BackfillError
 from backfill.inference.openai_shapes import (
     Refused,
@@ -149,16 +150,16 @@ class Gateway:
             body = parse(raw, kind)
             deployment = await self._deployment(str(body["model"]), who)
             prompt, most = estimate(raw, body, deployment.context_length)
-            await self._limit(who, prompt + most)
+            headers = await self._limit(who, prompt + most)
             hold = await self._hold(who, deployment.model, prompt, most)
         except Refused as refused:
             return refused.response
-        request_id = f"req_{uuid.uuid4().hex}"
+        headers[REQUEST_ID] = f"req_{uuid.uuid4().hex}"
         path = "/v1/chat/completions" if kind == "chat.completions" else "/v1/completions"
         tokens = prompt + most
         if body.get("stream"):
-            return await self._stream(who, deployment, path, body, request_id, hold, tokens)
-        return await self._once(who, deployment, path, raw, request_id, hold, tokens)
+            return await self._stream(who, deployment, path, body, headers, hold, tokens)
+        return await self._once(who, deployment, path, raw, headers, hold, tokens)
 
     # -- upstream -----------------------------------------------------------------------------
 
@@ -179,10 +180,13 @@ class Gateway:
         deployment: Deployment,
         path: str,
         raw: bytes,
-        request_id: str,
+        headers: dict[str, str],
         hold: str | None,
         estimate: int,
     ) -> Response:
+        """``headers``: the answer's own (``x-request-id``, the id of its usage event, and the
+        rate limits' ``x-ratelimit-*``)."""
+        request_id = headers[REQUEST_ID]
         for replica in self._replicas(deployment.model):
             answer: Answer | None = None
             try:
@@ -209,7 +213,7 @@ class Gateway:
             except (orjson.JSONDecodeError, AttributeError):
                 usage = {}
             await self._meter(who, deployment, request_id, usage, hold, estimate)
-            return Response(content, 200, {REQUEST_ID: request_id}, media_type="application/json")
+            return Response(content, 200, headers, media_type="application/json")
         await self._settle(who, hold, None)
         return unavailable(deployment.model)
 
@@ -219,10 +223,11 @@ class Gateway:
         deployment: Deployment,
         path: str,
         body: dict[str, Any],
-        request_id: str,
+        headers: dict[str, str],
         hold: str | None,
         estimate: int,
     ) -> Response:
+        request_id = headers[REQUEST_ID]
         upstream_body = orjson.dumps({**body, **_COUNT_AS_YOU_GO[deployment.engine]})
         for replica in self._replicas(deployment.model):
             try:
@@ -249,9 +254,7 @@ class Gateway:
                 await self._settle(who, hold, None)
                 return Response(content, answer.status, media_type="application/json")
             chunks = self._relay(answer, replica, who, deployment, request_id, hold, estimate, body)
-            return _EventStream(
-                chunks, headers={REQUEST_ID: request_id}, media_type="text/event-stream"
-            )
+            return _EventStream(chunks, headers=headers, media_type="text/event-stream")
         await self._settle(who, hold, None)
         return unavailable(deployment.model)
 
@@ -374,7 +377,9 @@ class Gateway:
             )
         )
 
-    async def _limit(self, who: Principal, tokens: int) -> None:
+    async def _limit(self, who: Principal, tokens: int) -> dict[str, str]:
+        """Admit the request under the key's and the tenant's limits (else 429); returns
+        OpenAI's ``x-ratelimit-*`` headers for what is left."""
         assert who.tenant_id is not None
         limits = await self._limits(who)
         now = time.monotonic()
@@ -388,6 +393,7 @@ class Gateway:
                     )
                 )
             wait = admit(pairs, tokens, now)
+            left = limit_headers(pairs, now)
         if wait:
             response = openai_error(
                 429,
@@ -395,8 +401,9 @@ class Gateway:
                 code="rate_limit_exceeded",
                 type="requests",
             )
-            response.headers["Retry-After"] = str(wait)
+            response.headers.update({**left, "Retry-After": str(wait)})
             raise Refused(response)
+        return left
 
     def _bucket(
         self, tenant: str, scope: str, kind: str, per_minute: int | None, now: float
