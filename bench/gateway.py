@@ -1,6 +1,6 @@
 """The gateway's cost: latency it adds and tokens/s through it, against the engine called directly.
 
-    python bench/gateway.py [--requests 300] [--stream-requests 20] [--max-tokens 128]
+    python bench/gateway.py [--requests 300] [--stream-requests 20] [--max-tokens 128] [--plot F]
 
 One run, one machine: ``backfill serve`` as its own process (SQLite, a manual clock) with one
 deployment of SmolLM2-135M on llama.cpp's llama-server (scripts/llama-up.sh installs both). Then,
@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--stream-requests", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--access-log", action="store_true", help="as `backfill serve` defaults")
+    parser.add_argument(
+        "--plot", type=Path, help="write the latency distributions here (PNG; needs matplotlib)"
+    )
     args = parser.parse_args()
     console = Console()
     if llama_server() is None:
@@ -150,12 +153,44 @@ def run(console: Console, url: str, args: argparse.Namespace) -> None:
         f"{100 * rates['gateway'] / rates['direct']:.1f} %",
     )
     console.print(table)
+    if args.plot is not None:
+        plot(direct, through, args.plot)
+        console.print(f"latency distributions: {args.plot}")
     console.print(
         f"{args.requests} one-token requests each way; {args.stream_requests} streams "
         f"of {args.max_tokens} tokens each way; sent again after the server closed a kept-alive "
         f"connection: {resent[direct_url]} direct, {resent[gateway_url]} through the gateway "
         "(which resends its own to the replica inside its time)"
     )
+
+
+def plot(direct: list[float], through: list[float], path: Path) -> None:
+    """Both latency distributions, and what the gateway adds at each percentile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (cdf, added) = plt.subplots(1, 2, figsize=(12, 4.5))
+    quantiles = [q / 1000 for q in range(1, 1000)]
+    for label, values in (("direct to the engine", direct), ("through the gateway", through)):
+        ordered = sorted(values)
+        cdf.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
+    cdf.set(xlabel="one-token chat completion (ms)", ylabel="fraction of requests")
+    cdf.set_title("Latency, same run, same machine")
+    cdf.legend(loc="lower right")
+    gap = [percentile(through, q) - percentile(direct, q) for q in quantiles]
+    added.plot([100 * q for q in quantiles], gap, color="tab:red")
+    added.axhline(1.0, color="grey", linestyle="--", linewidth=0.8, label="goal at p50: 1 ms")
+    added.axhline(5.0, color="grey", linestyle=":", linewidth=0.8, label="goal at p99: 5 ms")
+    added.set(xlabel="percentile", ylabel="added by the gateway (ms)")
+    added.set_title("What the gateway adds, by percentile")
+    added.legend(loc="upper left")
+    for axis in (cdf, added):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def post(

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.engines.harness import Harness, sim_harness, slurm_clear, slurm_harness, slurm_up
+from tests.conftest import Platform
+from tests.engines.harness import (
+    Harness,
+    control_plane,
+    sim_harness,
+    slurm_clear,
+    slurm_harness,
+    slurm_up,
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,4 +45,14 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         yield harness
     finally:
         harness.engine.close()
+        slurm_clear()
+
+
+@pytest.fixture
+def slurm_platform(slurm_cluster: None, tmp_path: Path) -> Iterator[Platform]:
+    slurm_clear()
+    try:
+        with control_plane(tmp_path) as platform:
+            yield platform
+    finally:
         slurm_clear()

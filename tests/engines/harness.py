@@ -11,7 +11,8 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +21,8 @@ from backfill.domain.fleet import Fleet, Node, Pool, Prices
 from backfill.domain.tiers import Tier
 from backfill.engines.base import EngineEvent, EventKind, FleetEngine, WorkloadSpec
 from backfill.engines.sim import ManualClock, SimEngine
+from backfill.runtime import Settings
+from tests.conftest import OPERATOR_KEY, Platform, serve
 
 POOL = "backfill/H100"
 TENANT = "tnt_contract"
@@ -172,3 +175,29 @@ def slurm_harness() -> Harness:
 
     engine = SlurmEngine(SlurmConfig(conf=SLURM_CONF, notice_seconds=NOTICE))
     return Harness(engine, slurm_owner_job, time.sleep, step=0.25)
+
+
+PRICES = {"on_demand": "2.99", "reserved": "2.39", "spot_floor": "0.95"}
+
+
+@contextmanager
+def control_plane(data: Path) -> Iterator[Platform]:
+    """The control plane on the test cluster, its store in ``data`` (kept across restarts)."""
+    fleet = data / "prices.yaml"  # with Slurm, a fleet file gives prices and notices only
+    fleet.write_text(
+        f"name: prices\nnotice_seconds: {NOTICE}\nregions:\n  - name: backfill\n    pools:\n"
+        f"      - accelerator: H100\n        nodes: 1\n        gpus_per_node: 8\n"
+        f"        prices: {{on_demand: '{PRICES['on_demand']}', reserved: '{PRICES['reserved']}',"
+        f" spot_floor: '{PRICES['spot_floor']}'}}\n"
+    )
+    settings = Settings(
+        database_url=f"sqlite:///{data / 'backfill.db'}",
+        engine="slurm",
+        slurm_conf=str(SLURM_CONF),
+        fleet_file=str(fleet),
+        operator_key=OPERATOR_KEY,
+        tick_seconds=0.25,
+        price_interval=3600.0,
+        data_dir=data,
+    )
+    yield from serve(settings)

@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Platform
-from tests.engines.harness import slurm_clear, slurm_env
-from tests.engines.test_slurm_platform import control_plane
+from tests.engines.harness import slurm_env
 from tests.inference import MODEL, WEIGHTS
 
 openai = pytest.importorskip("openai")
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-
-@pytest.fixture
-def slurm_platform(slurm_cluster: None, llama_engine: None, tmp_path: Path) -> Iterator[Platform]:
-    slurm_clear()
-    try:
-        with control_plane(tmp_path) as platform:
-            yield platform
-    finally:
-        slurm_clear()
 
 
 def ready_replica(platform: Platform, not_id: str | None = None, within: float = 120) -> Any:
@@ -52,7 +39,7 @@ def slurm_job(name: str) -> tuple[str, str, str]:
 
 
 def test_replicas_are_slurm_jobs_serving_the_model_and_one_slurm_ends_is_replaced(
-    slurm_platform: Platform,
+    llama_engine: None, slurm_platform: Platform
 ) -> None:
     platform = slurm_platform
     (pool,) = platform.runtime.engine.fleet().pools

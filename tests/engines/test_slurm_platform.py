@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 
 from backfill.engines.slurm.engine import account_for
-from backfill.runtime import Settings
-from tests.conftest import OPERATOR_KEY, Platform, WebhookReceiver, serve
+from tests.conftest import Platform, WebhookReceiver
 from tests.engines.harness import (
     NODES,
     NOTICE,
+    PRICES,
     SLURM_CONF,
     SLURM_DIR,
+    control_plane,
     slurm_clear,
     slurm_env,
     slurm_owner_job,
@@ -34,44 +35,9 @@ from tests.engines.harness import (
 
 pytestmark = pytest.mark.slurm
 
-PRICES = {"on_demand": "2.99", "reserved": "2.39", "spot_floor": "0.95"}
-
 
 def _at(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-@contextmanager
-def control_plane(data: Path) -> Iterator[Platform]:
-    """The control plane on the test cluster, its store in ``data`` (kept across restarts)."""
-    fleet = data / "prices.yaml"  # with Slurm, a fleet file gives prices and notices only
-    fleet.write_text(
-        f"name: prices\nnotice_seconds: {NOTICE}\nregions:\n  - name: backfill\n    pools:\n"
-        f"      - accelerator: H100\n        nodes: 1\n        gpus_per_node: 8\n"
-        f"        prices: {{on_demand: '{PRICES['on_demand']}', reserved: '{PRICES['reserved']}',"
-        f" spot_floor: '{PRICES['spot_floor']}'}}\n"
-    )
-    settings = Settings(
-        database_url=f"sqlite:///{data / 'backfill.db'}",
-        engine="slurm",
-        slurm_conf=str(SLURM_CONF),
-        fleet_file=str(fleet),
-        operator_key=OPERATOR_KEY,
-        tick_seconds=0.25,
-        price_interval=3600.0,
-        data_dir=data,
-    )
-    yield from serve(settings)
-
-
-@pytest.fixture
-def slurm_platform(slurm_cluster: None, tmp_path: Path) -> Iterator[Platform]:
-    slurm_clear()
-    try:
-        with control_plane(tmp_path) as platform:
-            yield platform
-    finally:
-        slurm_clear()
 
 
 def wait_for(what: str, get: Any, predicate: Any, within: float) -> Any:
