@@ -140,6 +140,29 @@ def test_a_request_that_meets_the_replica_closing_an_idle_connection_is_sent_aga
     run(scenario())
 
 
+def test_a_reused_connection_that_times_out_is_not_sent_again() -> None:
+    async def answer_once_then_silence(reader: Reader, writer: Writer, r: Replica):
+        body = await r.read_request(reader)
+        assert body is not None
+        writer.write(answer(body))
+        await r.read_request(reader)  # read, and never answered: it may be working on it
+        await asyncio.sleep(5)
+
+    async def scenario() -> None:
+        upstream = Upstream(read_timeout=0.2)
+        async with Replica(answer_once_then_silence) as replica:
+            first = await upstream.post("127.0.0.1", replica.port, "/", b"1")
+            assert await first.read() == b"1"
+            first.release()
+            with pytest.raises(UpstreamError, match="no answer"):
+                await upstream.post("127.0.0.1", replica.port, "/", b"2")
+            assert replica.requests == [b"1", b"2"]  # not a second time
+            assert replica.connections == 1
+        await upstream.close()
+
+    run(scenario())
+
+
 def test_connection_close_is_honoured() -> None:
     async def closing(reader: Reader, writer: Writer, r: Replica):
         while (body := await r.read_request(reader)) is not None:

@@ -35,6 +35,11 @@ PAUSE_BYTES = 1 << 20
 class UpstreamError(Exception):
     """The replica could not be reached, closed the connection, or sent no valid HTTP."""
 
+    def __init__(self, message: str, *, closed: bool = False) -> None:
+        super().__init__(message)
+        self.closed = closed
+        """The replica closed the connection (not a timeout, not bad HTTP)."""
+
 
 class Upstream:
     """A pool of kept-alive connections per replica; made and used in one event loop."""
@@ -62,7 +67,7 @@ class Upstream:
             try:
                 await answer.wait_headers()
             except UpstreamError:
-                if reused and not answer.got_bytes:  # closed while idle: never read, send again
+                if reused and answer.closed_unread:  # closed while idle: never read, send again
                     continue
                 raise
             return answer
@@ -152,6 +157,11 @@ class Answer:
         if self._error is None and not self.complete:
             self._error = error
         self._wake()
+
+    @property
+    def closed_unread(self) -> bool:
+        """The replica closed the connection before a byte of its answer: it never read it."""
+        return self._error is not None and self._error.closed and not self.got_bytes
 
     # -- read by the gateway ------------------------------------------------------------------
 
@@ -268,7 +278,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
         if self.answer is not None:
-            self.answer.on_error(UpstreamError(f"the replica closed the connection ({exc!r})"))
+            self.answer.on_error(
+                UpstreamError(f"the replica closed the connection ({exc!r})", closed=True)
+            )
 
     # -- httptools ------------------------------------------------------------------------------
 
