@@ -6,13 +6,12 @@ Slurm half of the suite skips, saying why, when it cannot be started (not root, 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Platform
+from tests.conftest import Platform, require
 from tests.engines.harness import (
     Harness,
     control_plane,
@@ -25,12 +24,7 @@ from tests.engines.harness import (
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
-    reason = slurm_up()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+    require(slurm_up())
 
 
 @pytest.fixture(params=["sim", pytest.param("slurm", marks=pytest.mark.slurm)])
