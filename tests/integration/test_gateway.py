@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Platform, start_platform
 from tests.inference import MODEL, WEIGHTS
@@ -77,6 +78,16 @@ def idle_slots(platform: Platform, replica: dict[str, Any]) -> list[dict[str, An
     answer = httpx.get(f"{replica['url']}/slots", headers={"Authorization": f"Bearer {secret}"})
     slots: list[dict[str, Any]] = answer.json()
     return None if any(s["is_processing"] for s in slots) else slots
+
+
+def scrape(platform: Platform) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the operator's /metrics, by name and sorted labels."""
+    text = platform.operator.get("/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def new_tenant(platform: Platform, name: str) -> tuple[str, str]:
@@ -144,6 +155,13 @@ def test_the_official_client_lists_chats_and_streams_and_usage_is_billed(
     # The request's id (its x-request-id header) names what it was billed.
     (billed,) = [e for e in usage if e["id"] == request_id]
     assert billed["data"]["output_tokens"] == completion.usage.completion_tokens
+    # The operator's /metrics: answers and tokens per model, replicas by state.
+    samples = scrape(platform)
+    assert samples[("backfill_inference_requests_total", (("code", "200"), ("model", MODEL)))] == 3
+    kinds = {"input": expected_in, "output": expected_out}
+    for kind, n in kinds.items():
+        assert samples[("backfill_inference_tokens_total", (("kind", kind), ("model", MODEL)))] == n
+    assert samples[("backfill_inference_replicas", (("model", MODEL), ("state", "ready")))] == 1
 
 
 def test_bad_keys_unknown_models_and_rate_limits_answer_as_openai_does(served: Platform) -> None:
@@ -172,6 +190,11 @@ def test_bad_keys_unknown_models_and_rate_limits_answer_as_openai_does(served: P
         ai.chat.completions.create(**ask)
     assert int(refused.value.response.headers["Retry-After"]) >= 1
     assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    samples = scrape(platform)
+    assert samples[("backfill_inference_requests_total", (("code", "429"), ("model", MODEL)))] == 1
+    # A model nobody has is counted without its name: made-up names do not grow /metrics.
+    assert samples[("backfill_inference_requests_total", (("code", "404"), ("model", "")))] >= 1
+    assert not any("gpt-9" in str(labels) for _, labels in samples)
     # On credit: what a request may cost is held first; a credit that cannot cover it is a 402.
     broke_key, broke = new_tenant(platform, "broke")
     platform.operator.post(

@@ -77,7 +77,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         owner.metrics,
     ):
         app.include_router(extra)
-    app.state.metrics = metrics.registry(runtime.ctx)  # one registry per app, read at scrape
+    app.state.metrics = metrics.registry(runtime.ctx, runtime.gateway)  # per app, at scrape
     app.add_middleware(
         BodyLimit,
         max_bytes=runtime.settings.max_body_bytes,

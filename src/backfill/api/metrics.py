@@ -14,6 +14,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from backfill.domain.tiers import Tier
+from backfill.inference.gateway import Gateway
 from backfill.services import owner_books
 from backfill.services.context import Context
 
@@ -80,10 +81,65 @@ class FleetCollector:
         yield leases
 
 
-def registry(ctx: Context) -> CollectorRegistry:
-    """A registry of its own for one app, its collector reading ``ctx``."""
+class GatewayCollector:
+    """The inference gateway's answers and tokens per model, and its replicas, read at scrape."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gateway = self._gateway
+        with gateway._lock:
+            answers = dict(gateway.counts.answers)
+            tokens = dict(gateway.counts.tokens)
+        requests = CounterMetricFamily(
+            "backfill_inference_requests",
+            "Completions answered by the gateway since it started, per model and HTTP status "
+            "(model empty: the request named no model the tenant may use)",
+            labels=["model", "code"],
+        )
+        for (model, status), n in sorted(answers.items()):
+            requests.add_metric([model, str(status)], n)
+        yield requests
+        billed = CounterMetricFamily(
+            "backfill_inference_tokens",
+            "Tokens metered from the engines' own counts since the gateway started, per model "
+            "and kind (input: the prompt; output: the completion)",
+            labels=["model", "kind"],
+        )
+        for (model, kind), n in sorted(tokens.items()):
+            billed.add_metric([model, kind], n)
+        yield billed
+        replicas = GaugeMetricFamily(
+            "backfill_inference_replicas",
+            "Replicas per model now, by state (placed: waiting for its GPUs; starting; ready)",
+            labels=["model", "state"],
+        )
+        in_flight = GaugeMetricFamily(
+            "backfill_inference_in_flight",
+            "Requests the gateway has in flight to each model's replicas now",
+            labels=["model"],
+        )
+        states: dict[tuple[str, str], int] = {}
+        flying: dict[str, int] = {}
+        for replica in gateway.supervisor.replicas():
+            key = (replica.model, replica.state)
+            states[key] = states.get(key, 0) + 1
+            flying[replica.model] = flying.get(replica.model, 0) + replica.in_flight
+        for (model, state), n in sorted(states.items()):
+            replicas.add_metric([model, state], n)
+        for model, n in sorted(flying.items()):
+            in_flight.add_metric([model], n)
+        yield replicas
+        yield in_flight
+
+
+def registry(ctx: Context, gateway: Gateway | None = None) -> CollectorRegistry:
+    """A registry of its own for one app, its collectors reading ``ctx`` and ``gateway``."""
     own = CollectorRegistry(auto_describe=False)
     own.register(FleetCollector(ctx))
+    if gateway is not None:
+        own.register(GatewayCollector(gateway))
     return own
 
 

@@ -110,6 +110,25 @@ def _asked_by_us(engine: str, body: dict[str, Any]) -> tuple[str, ...]:
 
 
 @dataclass
+class Counts:
+    """What the gateway answered and metered, per model, since it started (``/metrics``). Plain
+    integers under the gateway's lock: a request adds to them in well under a microsecond."""
+
+    answers: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Per (model, HTTP status): the model is "" when the request named none that the tenant
+    may use (a label per made-up name would let a tenant grow the metrics without end)."""
+    tokens: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Per (model, "input" or "output"): the engine's counts, as billed."""
+
+    def answered(self, model: str, status: int) -> None:
+        self.answers[(model, status)] = self.answers.get((model, status), 0) + 1
+
+    def metered(self, model: str, prompt: int, completion: int) -> None:
+        for kind, n in (("input", prompt), ("output", completion)):
+            self.tokens[(model, kind)] = self.tokens.get((model, kind), 0) + n
+
+
+@dataclass
 class _Cached:
     value: Any
     until: float
@@ -129,6 +148,7 @@ class Gateway:
     _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
     _buckets: dict[tuple[str, str, str], Bucket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: Counts = field(default_factory=Counts)
 
     # -- the routes -------------------------------------------------------------------------
 
@@ -145,21 +165,31 @@ class Gateway:
 
     async def complete(self, kind: str, authorization: str | None, raw: bytes) -> Response:
         """``kind``: ``chat.completions`` or ``completions``."""
+        model = ""
         try:
             who = await self._principal(authorization)
             body = parse(raw, kind)
             deployment = await self._deployment(str(body["model"]), who)
+            model = deployment.model
             prompt, most = estimate(raw, body, deployment.context_length)
             headers = await self._limit(who, prompt + most)
             hold = await self._hold(who, deployment.model, prompt, most)
         except Refused as refused:
+            self._answered(model, refused.response.status_code)
             return refused.response
         headers[REQUEST_ID] = f"req_{uuid.uuid4().hex}"
         path = "/v1/chat/completions" if kind == "chat.completions" else "/v1/completions"
         tokens = prompt + most
         if body.get("stream"):
-            return await self._stream(who, deployment, path, body, headers, hold, tokens)
-        return await self._once(who, deployment, path, raw, headers, hold, tokens)
+            response = await self._stream(who, deployment, path, body, headers, hold, tokens)
+        else:
+            response = await self._once(who, deployment, path, raw, headers, hold, tokens)
+        self._answered(model, response.status_code)
+        return response
+
+    def _answered(self, model: str, status: int) -> None:
+        with self._lock:
+            self.counts.answered(model, status)
 
     # -- upstream -----------------------------------------------------------------------------
 
@@ -501,6 +531,7 @@ class Gateway:
         prompt = count(usage.get("prompt_tokens"))
         completion = count(usage.get("completion_tokens"))
         with self._lock:  # the buckets the estimate was taken from: the tenant's and the key's
+            self.counts.metered(deployment.model, prompt, completion)
             for scope in ("tenant", who.key_id):
                 bucket = self._buckets.get((str(who.tenant_id), scope, "tokens"))
                 if bucket is not None:
