@@ -53,19 +53,22 @@ def start_server(
     env = {**os.environ, "BACKFILL_OPERATOR_KEY": OPERATOR, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "backfill", "serve", "--db", database_url]
     command += ["--clock", "manual", "--port", str(port), *extra]
-    process = subprocess.Popen(
-        command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # Its log to a file, not a pipe nobody reads: a full pipe (64 KiB of access log) would
+    # stop the server in the middle of a run.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - the server writes to it until it exits
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return process, url
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()
-    raise SystemExit(f"backfill serve did not start: {process.stderr.read().decode()[-2000:]}")
+    process.wait()
+    log.seek(0)
+    raise SystemExit(f"backfill serve did not start: {log.read().decode()[-2000:]}")
 
 
 def batches(tenant: str, events: int, size: int) -> list[bytes]:
