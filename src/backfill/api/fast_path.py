@@ -16,7 +16,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backfill.inference.gateway import Gateway
-from backfill.inference.openai_shapes import MAX_BODY, openai_error
+from backfill.inference.openai_shapes import MAX_BODY, openai_error, too_large
 
 log = logging.getLogger("backfill.gateway")
 
@@ -54,12 +54,7 @@ class OpenAIFastPath:
             else:
                 body = await _body(receive)
                 if body is None:
-                    response = openai_error(
-                        413,
-                        f"the body is larger than {MAX_BODY} bytes",
-                        code="too_large",
-                        type="invalid_request_error",
-                    )
+                    response = too_large()
                 else:
                     response = await self.gateway().complete(route, authorization, body)
         except Exception:  # an answer, not a dropped connection

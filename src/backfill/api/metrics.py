@@ -89,16 +89,14 @@ class GatewayCollector:
 
     def collect(self) -> Iterator[Metric]:
         gateway = self._gateway
-        with gateway._lock:
-            answers = dict(gateway.counts.answers)
-            tokens = dict(gateway.counts.tokens)
+        counts = gateway.counted()
         requests = CounterMetricFamily(
             "backfill_inference_requests",
             "Completions answered by the gateway since it started, per model and HTTP status "
             "(model empty: the request named no model the tenant may use)",
             labels=["model", "code"],
         )
-        for (model, status), n in sorted(answers.items()):
+        for (model, status), n in sorted(counts.answers.items()):
             requests.add_metric([model, str(status)], n)
         yield requests
         billed = CounterMetricFamily(
@@ -107,7 +105,7 @@ class GatewayCollector:
             "and kind (input: the prompt; output: the completion)",
             labels=["model", "kind"],
         )
-        for (model, kind), n in sorted(tokens.items()):
+        for (model, kind), n in sorted(counts.tokens.items()):
             billed.add_metric([model, kind], n)
         yield billed
         replicas = GaugeMetricFamily(

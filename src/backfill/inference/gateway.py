@@ -17,12 +17,11 @@ replica's connection is closed, and the engine stops generating for nobody.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -40,6 +39,7 @@ from backfill.inference.openai_shapes import (
     Refused,
     count,
     counted_so_far,
+    error_body,
     estimate,
     openai_error,
     parse,
@@ -47,7 +47,7 @@ from backfill.inference.openai_shapes import (
 )
 from backfill.inference.replicas import Replica, ReplicaSupervisor
 from backfill.inference.upstream import Answer, Upstream, UpstreamError
-from backfill.services import budgets, pricebook, tenants
+from backfill.services import budgets, deployments, pricebook, tenants
 from backfill.services.context import Context
 from backfill.services.spool import UsageSpool
 from backfill.services.tenants import Principal
@@ -191,6 +191,11 @@ class Gateway:
         with self._lock:
             self.counts.answered(model, status)
 
+    def counted(self) -> Counts:
+        """A copy of what was answered and metered so far (``/metrics``)."""
+        with self._lock:
+            return Counts(dict(self.counts.answers), dict(self.counts.tokens))
+
     # -- upstream -----------------------------------------------------------------------------
 
     def _replicas(self, model: str) -> Iterator[Replica]:
@@ -304,12 +309,11 @@ class Gateway:
         metered = False
         ours = _asked_by_us(deployment.engine, body)
         try:
-            async for raw_line in answer.lines():
-                line = raw_line.decode("utf-8", errors="replace")
-                if not line.startswith("data:"):
+            async for line in answer.lines():
+                if not line.startswith(b"data:"):
                     continue
                 data = line[5:].strip()
-                if data == "[DONE]":  # metered before the tenant hears the end: durable first
+                if data == b"[DONE]":  # metered before the tenant hears the end: durable first
                     metered = True
                     await self._meter(who, deployment, request_id, usage, hold, estimate)
                 else:
@@ -324,23 +328,20 @@ class Gateway:
                         if any(name in chunk for name in ours):  # the count we asked for
                             for name in ours:
                                 chunk.pop(name, None)
-                            data = orjson.dumps(chunk).decode()
+                            data = orjson.dumps(chunk)
                     elif chunk.get("usage") and not wants_usage:
                         continue  # the closing count: the tenant did not ask for it
-                yield f"data: {data}\n\n".encode()
+                yield b"data: " + data + b"\n\n"
         except UpstreamError as exc:
             log.warning("replica %s died mid-stream: %s", replica.id, exc)
             self.supervisor.failed(replica)
-            error = {
-                "error": {
-                    "message": "the model server stopped in the middle of the answer; "
-                    "nothing after this was generated",
-                    "type": "server_error",
-                    "param": None,
-                    "code": "replica_failed",
-                }
-            }
-            yield f"data: {json.dumps(error)}\n\n".encode()
+            error = error_body(
+                "the model server stopped in the middle of the answer; "
+                "nothing after this was generated",
+                code="replica_failed",
+                type="server_error",
+            )
+            yield b"data: " + orjson.dumps(error) + b"\n\n"
         finally:
             answer.release()  # a stream not read to its end: closed, and the engine stops
             self.supervisor.release(replica)
@@ -361,15 +362,14 @@ class Gateway:
                     type="invalid_request_error",
                 )
             )
-        found = self._cached(("key", secret))
-        if found is None:
+
+        def read() -> Principal | bool:
             try:
-                found = await anyio.to_thread.run_sync(
-                    lambda: tenants.authenticate(self.ctx, secret=secret)
-                )
+                return tenants.authenticate(self.ctx, secret=secret)
             except BackfillError:
-                found = False
-            self._remember(("key", secret), found)
+                return False  # remembered too: a wrong key costs one database read in 5 s
+
+        found = await self._read_through(("key", secret), read)
         if found is False or found.role != tenants.TENANT:
             raise Refused(
                 openai_error(
@@ -382,16 +382,10 @@ class Gateway:
         return found  # type: ignore[no-any-return]
 
     async def _deployments(self) -> list[Deployment]:
-        found = self._cached(("deployments", ""))
-        if found is None:
-
-            def read() -> list[Deployment]:
-                with self.ctx.unit_of_work() as session:
-                    return list(session.scalars(select(Deployment).order_by(Deployment.model)))
-
-            found = await anyio.to_thread.run_sync(read)
-            self._remember(("deployments", ""), found, seconds=1.0)
-        return found  # type: ignore[no-any-return]
+        found: list[Deployment] = await self._read_through(
+            ("deployments", ""), lambda: deployments.get_all(self.ctx), seconds=1.0
+        )
+        return found
 
     async def _deployment(self, model: str, who: Principal) -> Deployment:
         for deployment in await self._deployments():
@@ -450,18 +444,13 @@ class Gateway:
         """Per scope (``tenant`` and the key's id): requests and tokens per minute."""
         assert who.tenant_id is not None
         tenant_id = who.tenant_id
-        found = self._cached(("limits", tenant_id))
-        if found is None:
 
-            def read() -> dict[str, tuple[int | None, int | None]]:
-                with self.ctx.unit_of_work() as session:
-                    rows = session.scalars(
-                        select(RateLimit).where(RateLimit.tenant_id == tenant_id)
-                    )
-                    return {r.scope: (r.requests_per_minute, r.tokens_per_minute) for r in rows}
+        def read() -> dict[str, tuple[int | None, int | None]]:
+            with self.ctx.unit_of_work() as session:
+                rows = session.scalars(select(RateLimit).where(RateLimit.tenant_id == tenant_id))
+                return {r.scope: (r.requests_per_minute, r.tokens_per_minute) for r in rows}
 
-            found = await anyio.to_thread.run_sync(read)
-            self._remember(("limits", tenant_id), found)
+        found = await self._read_through(("limits", tenant_id), read)
         limits = {"tenant": found.get("tenant", (self.default_rpm, self.default_tpm))}
         if who.key_id in found:
             limits[who.key_id] = found[who.key_id]
@@ -471,18 +460,13 @@ class Gateway:
         """A hold of what the request may cost at most, when the tenant or key has a budget."""
         assert who.tenant_id is not None
         tenant_id = who.tenant_id
-        found = self._cached(("budgets", tenant_id))
-        if found is None:
 
-            def read() -> set[str]:
-                with self.ctx.unit_of_work() as session:
-                    scopes = session.scalars(
-                        select(Budget.scope).where(Budget.tenant_id == tenant_id)
-                    )
-                    return set(scopes)
+        def read() -> set[str]:
+            with self.ctx.unit_of_work() as session:
+                scopes = session.scalars(select(Budget.scope).where(Budget.tenant_id == tenant_id))
+                return set(scopes)
 
-            found = await anyio.to_thread.run_sync(read)
-            self._remember(("budgets", tenant_id), found)
+        found = await self._read_through(("budgets", tenant_id), read)
         if not found or (budgets.TENANT not in found and who.key_id not in found):
             return None
         amount = max(await self._cost(model, prompt, most), Decimal("0.000001"))
@@ -574,18 +558,21 @@ class Gateway:
 
     # -- cache ----------------------------------------------------------------------------------
 
-    def _cached(self, key: tuple[str, str]) -> Any:
+    async def _read_through(
+        self, key: tuple[str, str], read: Callable[[], Any], seconds: float = CACHE_SECONDS
+    ) -> Any:
+        """What ``read`` answers (on a worker thread: it reads the database), remembered for
+        ``seconds`` under ``key``."""
         with self._lock:
             entry = self._cache.get(key)
-            if entry is None or entry.until < time.monotonic():
-                return None
-            return entry.value
-
-    def _remember(self, key: tuple[str, str], value: Any, seconds: float = CACHE_SECONDS) -> None:
+            if entry is not None and entry.until >= time.monotonic():
+                return entry.value
+        value = await anyio.to_thread.run_sync(read)
         with self._lock:
             if len(self._cache) >= MAX_CACHED:  # many keys tried (a guesser): start afresh
                 self._cache.clear()
             self._cache[key] = _Cached(value, time.monotonic() + seconds)
+        return value
 
     def forget(self) -> None:
         """Drop every cached key, deployment and limit (after the operator changed them)."""

@@ -15,13 +15,23 @@ CHARS_PER_TOKEN = 3
 """For estimates made before the engine counts (holds, token limits): generous on purpose."""
 
 
+def error_body(message: str, *, code: str, type: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object (an answer's body, or an event that ends a stream)."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
 def openai_error(
     status: int, message: str, *, code: str, type: str, param: str | None = None
 ) -> JSONResponse:
     """An error as OpenAI's API answers it (the official client reads ``error.message``)."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    body = error_body(message, code=code, type=type, param=param)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def too_large() -> JSONResponse:
+    message = f"the body is larger than {MAX_BODY} bytes"
+    return openai_error(413, message, code="too_large", type="invalid_request_error")
 
 
 class Refused(Exception):
@@ -31,14 +41,7 @@ class Refused(Exception):
 
 def parse(raw: bytes, kind: str) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
-        raise Refused(
-            openai_error(
-                413,
-                f"the body is larger than {MAX_BODY} bytes",
-                code="too_large",
-                type="invalid_request_error",
-            )
-        )
+        raise Refused(too_large())
     try:
         body = orjson.loads(raw)
     except ValueError as exc:
