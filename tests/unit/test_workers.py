@@ -29,6 +29,9 @@ def test_the_key_goes_where_each_engine_reads_it_and_nowhere_without_one() -> No
     keyless = WorkerSpec(engine="vllm", weights="/w", model="m")
     assert "VLLM_API_KEY" not in worker_environment(keyless)
     assert environment(keyless)["OMP_NUM_THREADS"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in worker_environment(keyless)
+    on_gpus = WorkerSpec(engine="vllm", weights="/w", model="m", devices=(2, 5))
+    assert worker_environment(on_gpus)["CUDA_VISIBLE_DEVICES"] == "2,5"
     assert "secret" not in repr(VLLM) and "s3cr" not in repr(VLLM)
 
 

@@ -61,7 +61,6 @@ class Replica:
     """Its workload's id on the fleet engine."""
     deployment_id: str
     model: str
-    url: str
     process: subprocess.Popen[bytes] | None
     started: float
     state: str = STARTING
@@ -71,6 +70,11 @@ class Replica:
     in_flight: int = 0
     served: int = 0
     log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """Where its server answers ("" until it is started)."""
+        return f"http://{self.host}:{self.port}" if self.host else ""
 
     @property
     def pid(self) -> int | None:
@@ -90,15 +94,12 @@ def launch(
 ) -> subprocess.Popen[bytes]:
     """Start an engine server as its own process group (so stopping it stops its children)."""
     out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
-    env = environment(spec)
-    if spec.devices:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
     try:
         return subprocess.Popen(
             command(spec, host=host, port=port),
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=environment(spec),
             start_new_session=True,
         )
     finally:
@@ -258,7 +259,6 @@ class ReplicaSupervisor:
             id=replica_id,
             deployment_id=deployment.id,
             model=deployment.model,
-            url="",
             process=None,
             started=time.monotonic(),
             state=PLACED,
@@ -282,7 +282,6 @@ class ReplicaSupervisor:
             host = self.ctx.engine.address(next(iter(view.allocation)))
             with self._lock:
                 replica.host = host
-                replica.url = f"http://{host}:{replica.port}"
                 replica.state = STARTING
                 replica.started = time.monotonic()
             return True
@@ -303,7 +302,6 @@ class ReplicaSupervisor:
         with self._lock:
             replica.process = process
             replica.port = port
-            replica.url = f"http://{self.host}:{port}"
             replica.host = self.host
             replica.log_path = log_path
             replica.state = STARTING

@@ -147,6 +147,8 @@ environment variable, not an argument, so that it is not in the process list).""
 def worker_environment(spec: WorkerSpec) -> dict[str, str]:
     """What a replica's server needs in its environment, besides what it inherits."""
     env = dict(THREADS)
+    if spec.devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
     if spec.secret:
         env[API_KEY_ENV[spec.engine]] = spec.secret
     return env
