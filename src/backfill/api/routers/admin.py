@@ -7,6 +7,7 @@ from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
 from backfill.api.auth import context, operator
+from backfill.api.routers.keys import key_read
 from backfill.api.routers.usage import usage_read
 from backfill.api.schemas import (
     AdvanceRequest,
@@ -143,10 +144,7 @@ def create_key(tenant_id: str, ctx: Context = Depends(context)) -> KeyCreated:
 @router.get("/tenants/{tenant_id}/keys", response_model=list[KeyRead])
 def list_keys(tenant_id: str, ctx: Context = Depends(context)) -> list[KeyRead]:
     tenant_service.get(ctx, tenant_id=tenant_id)
-    return [
-        KeyRead(id=k.id, prefix=k.prefix, created_at=k.created_at, revoked_at=k.revoked_at)
-        for k in tenant_service.list_keys(ctx, tenant_id=tenant_id)
-    ]
+    return [key_read(k) for k in tenant_service.list_keys(ctx, tenant_id=tenant_id)]
 
 
 @router.delete("/tenants/{tenant_id}/keys/{key_id}", response_model=KeyRead)
@@ -155,7 +153,7 @@ def revoke_key(
 ) -> KeyRead:
     k = tenant_service.revoke_key(ctx, tenant_id=tenant_id, key_id=key_id)
     request.app.state.runtime.gateway.forget()  # the gateway's cached keys: this one goes now
-    return KeyRead(id=k.id, prefix=k.prefix, created_at=k.created_at, revoked_at=k.revoked_at)
+    return key_read(k)
 
 
 def _job(view: WorkloadView) -> InternalJobRead:
