@@ -11,28 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backfill.errors import InvalidRequest
-from backfill.inference.workers import DEMO_MODEL, DEMO_WEIGHTS, llama_server, resolve_weights
+from backfill.inference.workers import DEMO_MODEL, DEMO_WEIGHTS, llama_cpp_missing
 
 MODEL = DEMO_MODEL
 WEIGHTS = DEMO_WEIGHTS
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "llama-up.sh"
 
 
-def engine_skip_reason() -> str | None:
-    """Why the llama.cpp engine cannot run here, or None when it can."""
-    if llama_server() is None:
-        return "llama.cpp's llama-server is not installed (scripts/llama-up.sh builds it)"
-    try:
-        resolve_weights(WEIGHTS)
-    except InvalidRequest as exc:
-        return f"the model's weights are not installed: {exc.message}"
-    return None
-
-
 def llama_up() -> str | None:
     """Install what is missing; None when the engine can run, else why it cannot."""
-    if engine_skip_reason() is None:
+    if llama_cpp_missing(WEIGHTS) is None:
         return None
     done = subprocess.run(
         ["bash", str(SCRIPT)],
@@ -43,4 +31,4 @@ def llama_up() -> str | None:
     )
     if done.returncode != 0:
         return f"scripts/llama-up.sh failed: {done.stderr.strip()[-500:]}"
-    return engine_skip_reason()
+    return llama_cpp_missing(WEIGHTS)

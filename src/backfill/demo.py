@@ -27,8 +27,7 @@ from rich.live import Live
 
 from backfill import terminal
 from backfill.client import ApiError, BackfillClient
-from backfill.errors import InvalidRequest
-from backfill.inference.workers import DEMO_MODEL, DEMO_WEIGHTS, llama_server, resolve_weights
+from backfill.inference.workers import DEMO_MODEL, DEMO_WEIGHTS, llama_cpp_missing
 from backfill.runtime import Runtime, Settings
 from backfill.server import BackgroundServer
 
@@ -117,17 +116,6 @@ class DemoMarket:
         else:
             self._chats += 1
             self._next_chat = time.monotonic() + CHAT_EVERY
-
-
-def model_missing() -> str | None:
-    """Why the demo cannot serve its model on this machine, or None when it can."""
-    if llama_server() is None:
-        return "llama.cpp's llama-server is not installed"
-    try:
-        resolve_weights(DEMO_WEIGHTS)
-    except InvalidRequest as exc:
-        return f"its weights are not installed ({exc.message})"
-    return None
 
 
 def model_pool(pools: list[dict[str, Any]]) -> dict[str, Any]:
@@ -220,7 +208,7 @@ def run(
         f"try:  curl -H 'Authorization: Bearer {tenant_key}' {url}/v1/instance-types",
         soft_wrap=True,
     )
-    missing = model_missing()
+    missing = llama_cpp_missing(DEMO_WEIGHTS)
     pool = None if missing else model_pool(tenant.instance_types())["id"]
     if pool is not None:
         console.print(

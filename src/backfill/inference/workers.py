@@ -49,6 +49,17 @@ def llama_server() -> Path | None:
     return built if built.is_file() else None
 
 
+def llama_cpp_missing(weights: str) -> str | None:
+    """Why a llama.cpp replica of ``weights`` cannot run on this machine, or None when it can."""
+    if llama_server() is None:
+        return "llama.cpp's llama-server is not installed (scripts/llama-up.sh builds it)"
+    try:
+        resolve_weights(weights)
+    except InvalidRequest as exc:
+        return f"its weights are not installed: {exc.message}"
+    return None
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     engine: str
